@@ -1,0 +1,191 @@
+"""One open WebSocket: its state, its bounded send queue and its writer task."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from .types import UserId
+
+ASGISend = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class Connection:
+    """The server's view of one client socket.
+
+    Frames for the client are queued with :meth:`push`, which never waits: a
+    writer task of the connection's own drains the queue onto the socket, so
+    one slow reader costs nobody else anything. When the queue is full the
+    ``on_overflow`` callback (the manager's eviction) is called once.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_ack_attempts",
+        "_ack_timeout",
+        "_on_overflow",
+        "_pending",
+        "_queue",
+        "_queue_limit",
+        "_rate_allowance",
+        "_rate_stamp",
+        "_send",
+        "_wakeup",
+        "_writer",
+        "bound_user",
+        "channel",
+        "client",
+        "closed",
+        "fd",
+        "has_bound_user",
+        "join_grant",
+        "listeners",
+        "lock",
+        "token",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        fd: int,
+        send: ASGISend,
+        *,
+        queue_limit: int,
+        on_overflow: Callable[[Connection], None],
+        token: str | None = None,
+        join_grant: str | None = None,
+        bound_user: UserId | None = None,
+        client: str = "-",
+        ack_attempts: int = 0,
+        ack_timeout: float = 0.5,
+    ) -> None:
+        self.fd = fd
+        self.client = client
+        self.channel: str | None = None
+        self.user_id: UserId | None = bound_user
+        self.listeners: set[str] | None = None
+        #: The token the socket was opened with, used where a frame omits ``auth``.
+        self.token = token
+        #: The channel the opening (temporary) token may still join once.
+        self.join_grant = join_grant
+        self.has_bound_user = bound_user is not None
+        self.bound_user = bound_user
+        self.closed = False
+        #: Serializes membership changes (join, leave, user id, close).
+        self.lock = asyncio.Lock()
+        self._send = send
+        self._queue: collections.deque[str] = collections.deque()
+        self._queue_limit = queue_limit
+        self._on_overflow = on_overflow
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._pending: dict[Any, list[Any]] = {}
+        self._ack_attempts = ack_attempts
+        self._ack_timeout = ack_timeout
+        self._rate_allowance = 0.0
+        self._rate_stamp = 0.0
+
+    def start_writer(self) -> None:
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    def push(self, text: str, msg_id: str | None = None) -> None:
+        """Queue ``text`` for the client without waiting.
+
+        With ``msg_id`` (acknowledgments on), the frame is sent again after
+        each timeout until the client acknowledges it or attempts run out.
+        """
+        if self.closed:
+            return
+        if len(self._queue) >= self._queue_limit:
+            self._on_overflow(self)
+            return
+        self._queue.append(text)
+        self._wakeup.set()
+        if msg_id is not None and self._ack_attempts > 0:
+            handle = asyncio.get_running_loop().call_later(self._ack_timeout, self._resend, msg_id)
+            self._pending[msg_id] = [text, self._ack_attempts, handle]
+
+    def acknowledge(self, msg_id: Any) -> None:
+        """The client acknowledged ``msg_id``: stop sending it again."""
+        try:
+            entry = self._pending.pop(msg_id)
+        except (KeyError, TypeError):
+            return
+        entry[2].cancel()
+
+    def _resend(self, msg_id: str) -> None:
+        entry = self._pending.get(msg_id)
+        if entry is None or self.closed:
+            return
+        text, remaining, _ = entry
+        if len(self._queue) >= self._queue_limit:
+            self._on_overflow(self)
+            return
+        self._queue.append(text)
+        self._wakeup.set()
+        if remaining > 1:
+            entry[1] = remaining - 1
+            entry[2] = asyncio.get_running_loop().call_later(
+                self._ack_timeout, self._resend, msg_id
+            )
+        else:
+            del self._pending[msg_id]
+
+    def allow_frame(self, rate: float, burst: int) -> bool:
+        """Token bucket: ``rate`` frames a second with bursts of ``burst``."""
+        now = time.monotonic()
+        if self._rate_stamp == 0.0:
+            self._rate_allowance = float(burst)
+        else:
+            self._rate_allowance = min(
+                float(burst), self._rate_allowance + (now - self._rate_stamp) * rate
+            )
+        self._rate_stamp = now
+        if self._rate_allowance < 1.0:
+            return False
+        self._rate_allowance -= 1.0
+        return True
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def pending_acks(self) -> int:
+        return len(self._pending)
+
+    def shut(self) -> None:
+        """Stop sending: drop queued frames, pending acknowledgments and the writer."""
+        self.closed = True
+        self._queue.clear()
+        for entry in self._pending.values():
+            entry[2].cancel()
+        self._pending.clear()
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+
+    async def close_socket(self, code: int) -> None:
+        """Send a close frame with ``code``; errors mean the socket is gone already."""
+        try:
+            await self._send({"type": "websocket.close", "code": code})
+        except Exception:  # noqa: BLE001 - the peer may already be gone; nothing to do
+            pass
+
+    async def _write_loop(self) -> None:
+        queue = self._queue
+        wakeup = self._wakeup
+        send = self._send
+        try:
+            while True:
+                while queue:
+                    await send({"type": "websocket.send", "text": queue.popleft()})
+                wakeup.clear()
+                await wakeup.wait()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the socket is gone; the reader sees the close
+            self.closed = True
+            queue.clear()

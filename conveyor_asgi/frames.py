@@ -1,0 +1,103 @@
+"""JSON decoding and encoding of frames, and the envelopes the server sends.
+
+orjson does the work. Two things it does not do the way the protocol needs
+are handled here: integers wider than 64 bits (orjson turns them into floats
+when decoding and refuses them when encoding) fall back to the standard
+library, which keeps every digit; and non-finite numbers are refused, since
+the JSON the clients parse has no NaN or Infinity.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import orjson
+
+# Nineteen digits in a row may be an integer orjson cannot hold exactly.
+_MAYBE_WIDE_INT = re.compile(rb"\d{19}")
+
+
+class _NotJSON(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotJSON("non-finite number")
+    return value
+
+
+def _no_constants(name: str) -> Any:
+    raise _NotJSON(f"{name} is not JSON")
+
+
+def loads(data: str | bytes) -> Any:
+    """Decode JSON text, keeping integers of any width exact.
+
+    Raises ``ValueError`` when ``data`` is not JSON.
+    """
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if _MAYBE_WIDE_INT.search(raw) is None:
+        return orjson.loads(raw)
+    try:
+        return json.loads(raw, parse_float=_finite_float, parse_constant=_no_constants)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def dumps(value: Any) -> str:
+    """Encode ``value`` as compact JSON text.
+
+    Raises ``ValueError`` for values JSON cannot represent (non-finite floats,
+    objects of unknown types).
+    """
+    try:
+        return orjson.dumps(value).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        pass
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    except RecursionError:
+        raise ValueError("value nested too deeply") from None
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def action_frame(action: str, data: Any, fd: int | None, msg_id: str | None = None) -> str:
+    """``{"action", "data", "fd"}``; ``fd`` is left out when None (HTTP broadcasts)."""
+    frame: dict[str, Any] = {"action": action, "data": data}
+    if fd is not None:
+        frame["fd"] = fd
+    if msg_id is not None:
+        frame["id"] = msg_id
+    return dumps(frame)
+
+
+def error_frame(code: str, text: str, fd: int, msg_id: str | None = None) -> str:
+    frame: dict[str, Any] = {"action": "error", "code": code, "data": text, "fd": fd}
+    if msg_id is not None:
+        frame["id"] = msg_id
+    return dumps(frame)
+
+
+def connection_info_frame(fd: int, msg_id: str | None = None) -> str:
+    data = dumps({"fd": fd, "event": "connection-info"})
+    return action_frame("connection-info", data, None, msg_id)
+
+
+def presence_frame(action: str, payload: dict[str, Any], msg_id: str | None = None) -> str:
+    """A presence envelope: ``data`` is the payload encoded as a JSON string."""
+    frame: dict[str, Any] = {"action": action, "data": dumps(payload)}
+    if msg_id is not None:
+        frame["id"] = msg_id
+    return dumps(frame)
+
+
+def ack_frame(msg_id: Any) -> str:
+    return dumps({"action": "acknowledge-action", "data": msg_id})
