@@ -218,6 +218,8 @@ async def _json_body(conveyor: Conveyor, request: Request, empty_ok: bool) -> di
         return {}
     try:
         value = frames.loads(bytes(body))
+    except frames.TooDeep as exc:
+        raise _BadRequest(str(exc)) from None
     except ValueError:
         raise _BadRequest("the body is not JSON") from None
     if not isinstance(value, dict):
