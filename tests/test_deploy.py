@@ -54,7 +54,7 @@ def _known_variables() -> set[str]:
     names = {str(f.metadata["env"]) for f in Settings.__dataclass_fields__.values()}
     for module in ("__main__.py", "app.py"):
         source = (ROOT / "conveyor_asgi" / module).read_text()
-        names |= set(re.findall(r"environ\.get\(\"(CONVEYOR_[A-Z_]+)\"", source))
+        names |= set(re.findall(r"\"(CONVEYOR_[A-Z_]+)\"", source))
     return names
 
 
