@@ -5,9 +5,43 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from .errors import ConfigurationError
 from .settings import Settings
+
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def _env(name: str, default: str, parse: Callable[[str], Any], rule: str) -> Any:
+    """``name`` from the environment, parsed; a bad value names the variable."""
+    text = os.environ.get(name, default)
+    try:
+        return parse(text)
+    except ValueError:
+        raise ConfigurationError(f"{name}={text!r} is not valid: expected {rule}") from None
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError(text)
+    return port
+
+
+def _workers(text: str) -> int:
+    workers = int(text)
+    if workers < 1:
+        raise ValueError(text)
+    return workers
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().lower()
+    if level not in _LOG_LEVELS:
+        raise ValueError(text)
+    return level
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,12 +51,17 @@ def _parser() -> argparse.ArgumentParser:
         "environment variables.",
     )
     parser.add_argument("--host", default=os.environ.get("CONVEYOR_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("CONVEYOR_PORT", "8989")))
+    parser.add_argument("--port", type=_port,
+                        default=_env("CONVEYOR_PORT", "8989", _port, "a port number"))
     parser.add_argument(
-        "--workers", type=int, default=int(os.environ.get("CONVEYOR_WORKERS", "1")),
+        "--workers", type=_workers,
+        default=_env("CONVEYOR_WORKERS", "1", _workers, "a number of processes, 1 or more"),
         help="worker processes (more than one needs CONVEYOR_BACKEND_URL=redis://...)",
     )
-    parser.add_argument("--log-level", default=os.environ.get("CONVEYOR_LOG_LEVEL", "info"))
+    parser.add_argument(
+        "--log-level", type=_log_level, choices=_LOG_LEVELS,
+        default=_env("CONVEYOR_LOG_LEVEL", "info", _log_level, "one of " + ", ".join(_LOG_LEVELS)),
+    )
     return parser
 
 
@@ -37,8 +76,8 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     try:
+        args = _parser().parse_args(argv)
         settings = Settings.from_env()
     except ConfigurationError as exc:
         print(f"conveyor-asgi: invalid configuration: {exc}", file=sys.stderr)

@@ -158,6 +158,10 @@ class ActionRouter:
         """One client frame: text (str) or binary (bytes)."""
         try:
             message = frames.loads(raw)
+        except frames.TooDeep:
+            self.manager.error(conn, INVALID_FIELD,
+                               f"the frame is nested deeper than {frames.MAX_DEPTH} levels")
+            return
         except ValueError:
             message = _ABSENT
         if not isinstance(message, dict):

@@ -197,7 +197,14 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Conveyor:
 
 
 def _app_from_environment() -> Conveyor:
-    configure_standalone_logging(os.environ.get("CONVEYOR_LOG_LEVEL", "INFO"))
+    level = os.environ.get("CONVEYOR_LOG_LEVEL", "INFO")
+    try:
+        configure_standalone_logging(level)
+    except ValueError:
+        raise SystemExit(
+            f"conveyor-asgi: invalid configuration: CONVEYOR_LOG_LEVEL={level!r} is not a "
+            "log level"
+        ) from None
     try:
         return create_app()
     except ConfigurationError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import secrets
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from typing import Any
 from . import frames
 from .backends.base import Backend
 from .connection import Connection
-from .errors import CLOSE_TRY_AGAIN_LATER
+from .errors import CLOSE_TRY_AGAIN_LATER, BackendUnavailable
 from .logging import CONNECTIONS
 from .presence import PresenceAnnouncer
 from .settings import Settings
@@ -221,7 +222,10 @@ class ChannelManager:
     async def close_all(self, code: int) -> None:
         """Server shutdown: close every socket with ``code`` and forget it."""
         for conn in list(self.connections.values()):
-            await self.remove(conn)
+            # Forgotten locally even when the backend is down; the shared
+            # store drops this node's members when its node record expires.
+            with contextlib.suppress(BackendUnavailable):
+                await self.remove(conn)
             await conn.close_socket(code)
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)

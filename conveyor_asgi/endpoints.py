@@ -111,14 +111,15 @@ class WebSocketEndpoint:
             conn.push(frames.connection_info_frame(fd, msg_id), msg_id)
             await self._read_loop(conn, receive)
         finally:
-            # Whatever ended the socket, the same cleanup runs.
-            await conveyor.manager.remove(conn)
+            # Whatever ended the socket, the same cleanup runs; the address's
+            # count drops even when the backend cannot record the leave.
             remaining = self._per_client.get(address, 1) - 1
             if remaining:
                 self._per_client[address] = remaining
             else:
                 self._per_client.pop(address, None)
             CONNECTIONS.info("closed connection %d (%s)", fd, conn.client)
+            await conveyor.manager.remove(conn)
 
     def _refusal(self, scope: Scope, address: str) -> str | None:
         settings = self.conveyor.settings
@@ -218,6 +219,8 @@ async def _json_body(conveyor: Conveyor, request: Request, empty_ok: bool) -> di
         return {}
     try:
         value = frames.loads(bytes(body))
+    except frames.TooDeep as exc:
+        raise _BadRequest(str(exc)) from None
     except ValueError:
         raise _BadRequest("the body is not JSON") from None
     if not isinstance(value, dict):

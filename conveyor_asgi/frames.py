@@ -19,9 +19,18 @@ import orjson
 # Nineteen digits in a row may be an integer orjson cannot hold exactly.
 _MAYBE_WIDE_INT = re.compile(rb"\d{19}")
 
+#: The deepest nesting of arrays and objects accepted in a frame or body.
+#: The decoder takes up to 1024 levels but encoding fails past about 254, so
+#: anything deeper would be accepted and then never sent on.
+MAX_DEPTH = 200
+
 
 class _NotJSON(ValueError):
     pass
+
+
+class TooDeep(ValueError):
+    """JSON nested deeper than :data:`MAX_DEPTH` levels."""
 
 
 def _finite_float(text: str) -> float:
@@ -38,17 +47,39 @@ def _no_constants(name: str) -> Any:
 def loads(data: str | bytes) -> Any:
     """Decode JSON text, keeping integers of any width exact.
 
-    Raises ``ValueError`` when ``data`` is not JSON.
+    Raises ``ValueError`` when ``data`` is not JSON, and its subclass
+    :class:`TooDeep` when it nests deeper than :data:`MAX_DEPTH`.
     """
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     if _MAYBE_WIDE_INT.search(raw) is None:
-        return orjson.loads(raw)
-    try:
-        return json.loads(raw, parse_float=_finite_float, parse_constant=_no_constants)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
-    except UnicodeDecodeError as exc:
-        raise ValueError(str(exc)) from None
+        value = orjson.loads(raw)
+    else:
+        try:
+            value = json.loads(raw, parse_float=_finite_float, parse_constant=_no_constants)
+        except RecursionError:
+            raise TooDeep(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(str(exc)) from None
+    # Counting brackets (strings included) is a cheap upper bound on the depth.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth_exceeds(value, MAX_DEPTH):
+        raise TooDeep(f"JSON nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if level > limit:
+            return True
+        stack.extend((child, level + 1) for child in children)
+    return False
 
 
 def dumps(value: Any) -> str:

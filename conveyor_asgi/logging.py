@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 
 #: Every logger the package uses; nothing logs under another name.
 SERVER = logging.getLogger("conveyor_asgi.server")
@@ -39,15 +40,28 @@ class RedactingFilter(logging.Filter):
     """Rewrites a record's message so no token survives formatting."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # Arguments are cleaned one by one and kept: formatters such as
+        # uvicorn's access formatter read record.args, not the message.
+        args = record.args
+        if isinstance(args, tuple):
+            record.args = tuple(_redact_arg(arg) for arg in args)
+        elif isinstance(args, Mapping):
+            record.args = {key: _redact_arg(value) for key, value in args.items()}
         try:
             message = record.getMessage()
         except Exception:  # a malformed record is not ours to break further
             return True
         cleaned = redact(message)
-        if cleaned != message or record.args:
+        if cleaned != message:
+            # A secret only shows once formatted (split over arguments, or in
+            # an object's str()): keep the cleaned text alone.
             record.msg = cleaned
             record.args = None
         return True
+
+
+def _redact_arg(value: object) -> object:
+    return redact(value) if isinstance(value, str) else value
 
 
 _FILTER = RedactingFilter()

@@ -55,8 +55,10 @@ class Settings:
     :class:`~conveyor_asgi.errors.ConfigurationError` naming the setting.
     """
 
+    # repr=False: settings end up in logs, tracebacks and test output.
     server_token: str | None = dataclasses.field(
-        default=None, metadata={"env": "CONVEYOR_SERVER_TOKEN", "parse": _parse_token}
+        default=None, repr=False,
+        metadata={"env": "CONVEYOR_SERVER_TOKEN", "parse": _parse_token},
     )
     use_presence: bool = dataclasses.field(
         default=False, metadata={"env": "CONVEYOR_USE_PRESENCE", "parse": _parse_bool}
