@@ -36,18 +36,29 @@ def redact(text: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Rewrites a record's message so no token survives formatting."""
+    """Rewrites a record's message and arguments so no token survives formatting.
+
+    Arguments are redacted one by one and keep their shape: uvicorn's access
+    formatter unpacks them (client, method, path, version, status).
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a malformed record is not ours to break further
-            return True
-        cleaned = redact(message)
-        if cleaned != message or record.args:
-            record.msg = cleaned
-            record.args = None
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        args = record.args
+        if isinstance(args, tuple):
+            record.args = tuple(_redact_arg(arg) for arg in args)
+        elif isinstance(args, dict):
+            record.args = {key: _redact_arg(value) for key, value in args.items()}
         return True
+
+
+def _redact_arg(value: object) -> object:
+    if value is None or isinstance(value, (int, float)):
+        return value  # keeps %d and %f working
+    text = value if isinstance(value, str) else str(value)
+    cleaned = redact(text)
+    return value if cleaned == text else cleaned
 
 
 _FILTER = RedactingFilter()
