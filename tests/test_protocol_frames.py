@@ -110,7 +110,7 @@ async def test_non_string_action_gets_invalid_field(server, action) -> None:
         await sync(client)
 
 
-@pytest.mark.parametrize("action", ["no-such-action", "", "BASE-ACTION", "base-action ", "é" * 300])
+@pytest.mark.parametrize("action", ["no-such-action", "", "BASE-ACTION", "base-action ", "é" * 120])
 async def test_unknown_action_gets_unknown_action_naming_it(server, action) -> None:
     async with pool(server) as clients:
         client = await clients.open()
