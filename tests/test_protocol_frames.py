@@ -81,7 +81,7 @@ async def test_heartbeats_never_close_the_connection(server) -> None:
 async def test_binary_json_object_is_handled_like_text(server) -> None:
     async with pool(server) as clients:
         client = await clients.open()
-        await client.send('{"action":"base-action","data":{"n":1}}'.encode())
+        await client.send(b'{"action":"base-action","data":{"n":1}}')
         assert await client.recv() == {"action": "base-action", "data": {"n": 1}, "fd": client.fd}
         await client.send(json.dumps({"action": "nope"}).encode())
         assert (await client.expect("error"))["code"] == "unknown-action"
@@ -155,7 +155,7 @@ async def expect_close(client: Client, code: int) -> None:
     try:
         while True:
             await client.recv()
-    except Exception:  # noqa: BLE001 - the close is what we wait for
+    except Exception:
         pass
     await asyncio.wait_for(client.ws.wait_closed(), 5)
     assert client.ws.close_code == code
@@ -201,6 +201,6 @@ async def test_fragmented_message_within_the_maximum_is_reassembled(server) -> N
         text = sized_frame(LIMIT)
         await client.ws.send([text[:300], text[300:700], text[700:]])
         assert (await client.expect("base-action"))["data"] == json.loads(text)["data"]
-        raw = '{"action":"base-action","data":"bin"}'.encode()
+        raw = b'{"action":"base-action","data":"bin"}'
         await client.ws.send([raw[:10], raw[10:]])
         assert (await client.expect("base-action"))["data"] == "bin"

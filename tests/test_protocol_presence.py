@@ -14,7 +14,7 @@ import pytest
 
 from conveyor_asgi.errors import CLOSE_TRY_AGAIN_LATER
 
-from .protocol_helpers import BACKENDS, TOKEN, backend_env, pool, serve, sync, unique
+from .protocol_helpers import BACKENDS, TOKEN, pool, serve, sync, unique
 from .support import HOST, Client, ServerProcess
 
 pytestmark = pytest.mark.anyio
@@ -227,7 +227,8 @@ def _masked(text: str) -> bytes:
     payload = text.encode()
     mask = os.urandom(4)
     size = len(payload)
-    header = bytes([0x81, 0x80 | size]) if size < 126 else bytes([0x81, 0xFE]) + size.to_bytes(2, "big")
+    length = bytes([0x80 | size]) if size < 126 else bytes([0xFE]) + size.to_bytes(2, "big")
+    header = b"\x81" + length
     return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
