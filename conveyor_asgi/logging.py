@@ -14,12 +14,15 @@ BACKEND = logging.getLogger("conveyor_asgi.backend")
 # Query parameters and headers that carry secrets.
 _SECRET_PARAM = re.compile(r"(?i)\b((?:token|auth)=)[^&\s\"']*")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s\"']+")
+# The same keys inside JSON text or a repr, as in debug logs of frames and scopes.
+_SECRET_KEY = re.compile(r"""(?i)(["'](?:token|auth)["']\s*:\s*b?["'])[^"']*""")
 
 #: Loggers (ours and the server's) whose records pass through the filter.
 _REDACTED_LOGGERS = (
     "uvicorn",
     "uvicorn.error",
     "uvicorn.access",
+    "uvicorn.asgi",
     "websockets",
     "websockets.server",
     "conveyor_asgi",
@@ -32,7 +35,9 @@ _REDACTED_LOGGERS = (
 
 def redact(text: str) -> str:
     """``text`` with the values of ``token=``/``auth=`` and bearer tokens masked."""
-    return _BEARER.sub(r"\1[redacted]", _SECRET_PARAM.sub(r"\1[redacted]", text))
+    text = _SECRET_PARAM.sub(r"\1[redacted]", text)
+    text = _SECRET_KEY.sub(r"\1[redacted]", text)
+    return _BEARER.sub(r"\1[redacted]", text)
 
 
 class RedactingFilter(logging.Filter):
@@ -65,11 +70,19 @@ _FILTER = RedactingFilter()
 
 
 def install_redaction() -> None:
-    """Attach the redacting filter to our loggers and uvicorn's (idempotent)."""
-    for name in _REDACTED_LOGGERS:
-        logger = logging.getLogger(name)
+    """Attach the redacting filter to our loggers and uvicorn's (idempotent).
+
+    The handlers already configured on them (and on the root logger) get it
+    too: a logger's own filter does not see records its children propagate.
+    """
+    loggers = [logging.getLogger(name) for name in _REDACTED_LOGGERS]
+    for logger in loggers:
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
+    for logger in [*loggers, logging.getLogger()]:
+        for handler in logger.handlers:
+            if _FILTER not in handler.filters:
+                handler.addFilter(_FILTER)
 
 
 def configure_standalone_logging(level: str = "INFO") -> None:

@@ -280,3 +280,27 @@ def test_bad_configuration_stops_start_up_naming_the_variable(name: str, value: 
         assert server.proc is not None and server.proc.poll() not in (None, 0)
     finally:
         server.__exit__(None, None, None)
+
+
+async def test_no_token_in_any_log_line_even_at_trace_level(server_factory) -> None:
+    server = server_factory({"CONVEYOR_SERVER_TOKEN": TOKEN, "CONVEYOR_USE_PRESENCE": "true"},
+                            args=["--log-level", "trace"])
+    secret = await mint(server, channel="logged")
+    async with pool(server) as clients:
+        client = await clients.open()
+        await client.join("logged", auth=TOKEN)
+        await client.presence()
+        other = await clients.open(secret)
+        await other.join("logged", auth=secret)
+        await other.presence()
+        await client.send({"action": "fanout-action", "data": 1, "auth": TOKEN})
+        await client.expect("channel-connect")
+        await client.expect("fanout-action")
+    await ahttp("GET", f"{server.http}/conveyor/channels",
+                headers={"Authorization": f"Bearer {TOKEN}"})
+    assert await refused_status(f"{server.ws}?token=wrong-token-xyz") == 403
+    await asyncio.sleep(0.2)
+    output = server.output()
+    assert "TRACE" in output and "[redacted]" in output
+    for token in (TOKEN, secret, "wrong-token-xyz"):
+        assert token not in output
