@@ -42,9 +42,17 @@ def loads(data: str | bytes) -> Any:
     """
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     if _MAYBE_WIDE_INT.search(raw) is None:
-        return orjson.loads(raw)
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            # orjson refuses escaped lone surrogates, which JSON text allows and
+            # JavaScript's JSON.stringify writes (a string cut inside an emoji).
+            if b"\\u" not in raw:
+                raise
     try:
-        return json.loads(raw, parse_float=_finite_float, parse_constant=_no_constants)
+        # Decoded here: json.loads would also take UTF-16 and UTF-32 bytes.
+        text = raw.decode("utf-8")
+        return json.loads(text, parse_float=_finite_float, parse_constant=_no_constants)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
     except UnicodeDecodeError as exc:

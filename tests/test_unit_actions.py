@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -64,6 +65,20 @@ async def test_binary_that_is_not_an_object_is_ignored(raw: bytes) -> None:
     await router.handle_frame(conn, raw)
     await settle()
     assert rec.frames == [] and not conn.closed
+
+
+@pytest.mark.parametrize("raw", [
+    '{"action":"broadcast-action","data":"cut \\ud83d"}',
+    '{"action":"broadcast-action","data":["\\udc00", 12345678901234567890123]}',
+])
+async def test_lone_surrogate_escapes_are_json_like_any_other(raw: str) -> None:
+    manager, router = await setup()
+    conn, rec = await connect(manager)
+    await router.handle_frame(conn, raw)
+    frame = await last(rec)
+    assert frame["action"] == "broadcast-action"
+    assert frame["data"] == json.loads(raw)["data"]
+    assert rec.texts[-1].isascii()
 
 
 async def test_binary_object_is_routed() -> None:
