@@ -35,12 +35,42 @@ def _no_constants(name: str) -> Any:
     raise _NotJSON(f"{name} is not JSON")
 
 
+#: Deepest nesting of arrays and objects accepted: everything decoded must
+#: encode again, and the encoders give up somewhere above this.
+MAX_DEPTH = 512
+
+
 def loads(data: str | bytes) -> Any:
     """Decode JSON text, keeping integers of any width exact.
 
-    Raises ``ValueError`` when ``data`` is not JSON.
+    Raises ``ValueError`` when ``data`` is not JSON, or is nested deeper than
+    :data:`MAX_DEPTH`.
     """
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    value = _decode(raw)
+    # Counting brackets is cheap; walking the value is done only when it may be deep.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _too_deep(value):
+        raise ValueError("JSON nested too deeply")
+    return value
+
+
+def _too_deep(value: Any) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _decode(raw: bytes) -> Any:
     if _MAYBE_WIDE_INT.search(raw) is None:
         try:
             return orjson.loads(raw)

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from conveyor_asgi.frames import MAX_DEPTH
+
 from .protocol_helpers import BACKENDS, TOKEN, backend_env, pool, sync, unique
 from .support import Client, ServerProcess, ahttp
 
@@ -178,6 +180,26 @@ async def test_big_integers_keep_every_digit_on_the_wire(server) -> None:
         assert isinstance(raw, str)
         assert digits in raw and "-" + digits in raw
         assert json.loads(raw)["data"] == [int(digits), -int(digits)]
+
+
+def nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+async def test_deep_data_passes_through_and_too_deep_is_raw_text(server) -> None:
+    async with pool(server) as clients:
+        client = await clients.open()
+        deep = nested(MAX_DEPTH - 1)  # the frame itself is one level more
+        await client.send({"action": "broadcast-action", "data": deep})
+        assert (await client.expect("broadcast-action"))["data"] == deep
+        raw = json.dumps({"action": "broadcast-action", "data": nested(MAX_DEPTH)})
+        await client.send(raw)
+        assert await client.recv() == {"action": "base-action", "data": raw, "fd": client.fd}
+        await sync(client)
+    assert "Traceback" not in server.output()
 
 
 async def test_envelope_has_exactly_action_data_fd_and_never_auth(server) -> None:

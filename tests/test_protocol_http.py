@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from conveyor_asgi.frames import MAX_DEPTH
+
 from .protocol_helpers import BACKENDS, TOKEN, pool, serve, sync, unique
 from .support import HOST, ROOT, Client, ServerProcess, ahttp, http_request
 
@@ -206,6 +208,26 @@ async def test_bad_message_bodies_get_400_whether_or_not_the_channel_is_empty(
         assert status == 400, answer
         if occupied:
             await member.silent(0.1)
+
+
+async def test_message_nesting_limit(server) -> None:
+    async with pool(server) as clients:
+        room = unique()
+        member = await clients.open()
+        await member.join(room)
+        await sync(member)
+        deep: Any = []
+        for _ in range(MAX_DEPTH - 2):  # with the body around it: MAX_DEPTH levels
+            deep = [deep]
+        status, _ = await call(server, "POST", "/conveyor/message",
+                               {"channel": room, "message": deep})
+        assert status == 200
+        assert (await member.expect("broadcast-action"))["data"] == deep
+        status, _ = await call(server, "POST", "/conveyor/message",
+                               {"channel": room, "message": [deep]})
+        assert status == 400
+        await member.silent(0.1)
+    assert "Traceback" not in server.output()
 
 
 async def test_message_to_an_empty_channel_is_404(server) -> None:
