@@ -91,6 +91,11 @@ async def test_missing_wrong_and_temporary_tokens_get_401(server, method, path, 
     await client.close()
 
 
+async def test_either_place_holding_the_server_token_is_enough(server) -> None:
+    for how in ({"token": "stale", "bearer": TOKEN}, {"token": TOKEN, "bearer": "stale"}):
+        assert (await call(server, "GET", "/conveyor/channels", **how))[0] == 200
+
+
 async def test_other_authorization_schemes_get_401(server) -> None:
     for header in (f"Basic {TOKEN}", TOKEN, f"Bearer{TOKEN}", "Bearer "):
         status, _ = await ahttp("GET", f"{server.http}/conveyor/channels",
