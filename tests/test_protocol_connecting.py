@@ -304,3 +304,8 @@ async def test_no_token_in_any_log_line_even_at_trace_level(server_factory) -> N
     assert "TRACE" in output and "[redacted]" in output
     for token in (TOKEN, secret, "wrong-token-xyz"):
         assert token not in output
+
+
+async def test_open_mode_is_announced_loudly_at_start_up(open_server, server) -> None:
+    assert re.search(r"WARNING.*CONVEYOR_SERVER_TOKEN.*OPEN", open_server.output())
+    assert "OPEN" not in server.output()
