@@ -14,7 +14,7 @@ from .support import Client, ServerProcess
 pytestmark = pytest.mark.anyio
 
 ATTEMPTS = 2
-TIMEOUT = 0.2
+TIMEOUT = 0.4
 #: Longer than every re-send of a frame together.
 QUIET = TIMEOUT * (ATTEMPTS + 1) + 0.2
 
@@ -170,3 +170,17 @@ async def test_closing_with_pending_acknowledgments_disturbs_no_one(server) -> N
         left = await acked(a, "channel-disconnect")
         assert json.loads(left["data"])["fd"] == b.fd
         await a.silent(QUIET)
+
+
+async def test_listeners_never_hold_back_re_sent_connection_info_or_ack_replies(server) -> None:
+    async with pool(server) as clients:
+        client = await clients.open(info=False)
+        info = await client.expect("connection-info")
+        await client.send({"action": "add-listener", "listen": "custom", "id": "l1"})
+        assert await client.recv() == {"action": "acknowledge-action", "data": "l1"}
+        again = await client.expect("connection-info")  # sent again, listener or not
+        assert again == info
+        await ack(client, info)
+        await client.send({"action": "broadcast-action", "data": "filtered", "id": 9})
+        assert await client.recv() == {"action": "acknowledge-action", "data": 9}
+        await client.silent(QUIET)
