@@ -309,3 +309,16 @@ async def test_no_token_in_any_log_line_even_at_trace_level(server_factory) -> N
 async def test_open_mode_is_announced_loudly_at_start_up(open_server, server) -> None:
     assert re.search(r"WARNING.*CONVEYOR_SERVER_TOKEN.*OPEN", open_server.output())
     assert "OPEN" not in server.output()
+
+
+@pytest.mark.parametrize("query", [f"?token={TOKEN}&room=a&debug=1", f"?room=a&token={TOKEN}"])
+async def test_extra_query_options_beside_the_token(server, query: str) -> None:
+    client = await Client.connect(f"ws://127.0.0.1:{server.port}{query}")
+    await sync(client)
+    await client.close()
+
+
+async def test_extra_query_options_without_a_token_in_open_mode(open_server) -> None:
+    client = await Client.connect(f"ws://127.0.0.1:{open_server.port}?room=a")
+    await sync(client)
+    await client.close()
