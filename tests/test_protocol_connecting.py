@@ -322,3 +322,13 @@ async def test_extra_query_options_without_a_token_in_open_mode(open_server) -> 
     client = await Client.connect(f"ws://127.0.0.1:{open_server.port}?room=a")
     await sync(client)
     await client.close()
+
+
+async def test_tokens_without_a_ttl_live_for_the_configured_default(server_factory) -> None:
+    server = server_factory({"CONVEYOR_SERVER_TOKEN": TOKEN, "CONVEYOR_TOKEN_TTL": "1"})
+    short = await mint(server)
+    kept = await mint(server, ttl=30)
+    await asyncio.sleep(1.3)
+    assert await refused_status(f"{server.ws}?token={short}") == 403
+    client = await Client.connect(f"{server.ws}?token={kept}")
+    await client.close()
