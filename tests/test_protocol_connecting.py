@@ -10,6 +10,8 @@ from collections.abc import Iterator
 import pytest
 import websockets
 
+from conveyor_asgi.errors import CLOSE_SERVICE_RESTART
+
 from .protocol_helpers import (
     BACKENDS,
     TOKEN,
@@ -332,3 +334,15 @@ async def test_tokens_without_a_ttl_live_for_the_configured_default(server_facto
     assert await refused_status(f"{server.ws}?token={short}") == 403
     client = await Client.connect(f"{server.ws}?token={kept}")
     await client.close()
+
+
+async def test_server_shutdown_closes_sockets_with_the_restart_code(server_factory) -> None:
+    server = server_factory({"CONVEYOR_SERVER_TOKEN": TOKEN})
+    async with pool(server) as clients:
+        a, b = await clients.open(), await clients.open()
+        await a.join(unique())
+        await sync(a)
+        await asyncio.to_thread(server.stop)
+        for client in (a, b):
+            await asyncio.wait_for(client.ws.wait_closed(), 10)
+            assert client.ws.close_code == CLOSE_SERVICE_RESTART
