@@ -202,10 +202,11 @@ def _authorized(conveyor: Conveyor, request: Request) -> bool:
     settings = conveyor.settings
     if settings.open:
         return True
-    token = request.query_params.get("token")
-    if token is None:
-        token = bearer_token(request.headers.get("authorization"))
-    return same_token(token, settings.server_token)
+    # Either place may carry it: a stale ?token= must not hide a good bearer token.
+    query = same_token(request.query_params.get("token"), settings.server_token)
+    bearer = same_token(bearer_token(request.headers.get("authorization")),
+                        settings.server_token)
+    return query or bearer
 
 
 async def _json_body(conveyor: Conveyor, request: Request, empty_ok: bool) -> dict[str, Any]:

@@ -51,15 +51,7 @@ def loads(data: str | bytes) -> Any:
     :class:`TooDeep` when it nests deeper than :data:`MAX_DEPTH`.
     """
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    if _MAYBE_WIDE_INT.search(raw) is None:
-        value = orjson.loads(raw)
-    else:
-        try:
-            value = json.loads(raw, parse_float=_finite_float, parse_constant=_no_constants)
-        except RecursionError:
-            raise TooDeep(f"JSON nested deeper than {MAX_DEPTH} levels") from None
-        except UnicodeDecodeError as exc:
-            raise ValueError(str(exc)) from None
+    value = _decode(raw)
     # Counting brackets (strings included) is a cheap upper bound on the depth.
     if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth_exceeds(value, MAX_DEPTH):
         raise TooDeep(f"JSON nested deeper than {MAX_DEPTH} levels")
@@ -80,6 +72,25 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
             return True
         stack.extend((child, level + 1) for child in children)
     return False
+
+
+def _decode(raw: bytes) -> Any:
+    if _MAYBE_WIDE_INT.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            # orjson refuses escaped lone surrogates, which JSON text allows and
+            # JavaScript's JSON.stringify writes (a string cut inside an emoji).
+            if b"\\u" not in raw:
+                raise
+    try:
+        # Decoded here: json.loads would also take UTF-16 and UTF-32 bytes.
+        text = raw.decode("utf-8")
+        return json.loads(text, parse_float=_finite_float, parse_constant=_no_constants)
+    except RecursionError:
+        raise TooDeep(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def dumps(value: Any) -> str:
