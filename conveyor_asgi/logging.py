@@ -56,6 +56,16 @@ class RedactingFilter(logging.Filter):
             record.args = tuple(_redact_arg(arg) for arg in args)
         elif isinstance(args, Mapping):
             record.args = {key: _redact_arg(value) for key, value in args.items()}
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is not ours to break further
+            return True
+        cleaned = redact(message)
+        if cleaned != message:
+            # The secret only shows once formatted (split over arguments, or in
+            # an object's str()): keep the cleaned text alone.
+            record.msg = cleaned
+            record.args = None
         return True
 
 
