@@ -1,0 +1,80 @@
+"""Wire compatibility with Node.js clients (``ws`` from npm), against a real server.
+
+The JavaScript tests in ``tests/node/`` reproduce the Conveyor browser client
+(PROTOCOL.md, appendix A), the hand-written example order and the PHP
+back-end client; this module starts the server and runs them under Node's
+test runner. Without Node or its packages (``npm ci`` in ``tests/node``) they
+skip with the reason, except in CI (``CI=true``), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from .conftest import IN_CI
+from .support import HOST, ROOT
+
+NODE_DIR = ROOT / "tests" / "node"
+NODE_TESTS = sorted(p.name for p in NODE_DIR.glob("*.test.mjs"))
+TOKEN = "node-compat-server-token"
+
+pytestmark = pytest.mark.node
+
+
+def _node() -> str:
+    node = shutil.which("node")
+    if node is None:
+        reason = "Node.js is not installed (the Node compatibility tests need `node`)"
+    elif not (NODE_DIR / "node_modules" / "ws").is_dir():
+        reason = "the npm packages are missing: run `npm ci` in tests/node (or scripts/install)"
+    else:
+        return node
+    if IN_CI:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def test_the_node_suite_exists() -> None:
+    assert NODE_TESTS == [
+        "browser_client.test.mjs",
+        "handwritten_client.test.mjs",
+        "php_client.test.mjs",
+    ]
+
+
+@pytest.mark.parametrize("token", [TOKEN, None], ids=["server-token", "open"])
+def test_node_clients_against_the_server(server_factory, token: str | None) -> None:
+    node = _node()
+    env = {"CONVEYOR_USE_PRESENCE": "true"}
+    if token is not None:
+        env["CONVEYOR_SERVER_TOKEN"] = token
+    server = server_factory(env)
+
+    node_env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    node_env.update(
+        CONVEYOR_TEST_HOST=HOST,
+        CONVEYOR_TEST_PORT=str(server.port),
+        CONVEYOR_TEST_TOKEN=token or "",
+        NO_COLOR="1",
+    )
+    # One file at a time: clients in no channel receive each other's broadcasts.
+    result = subprocess.run(
+        [node, "--test", "--test-concurrency=1", "--test-reporter=spec", *NODE_TESTS],
+        cwd=NODE_DIR,
+        env=node_env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    report = f"{result.stdout}\n{result.stderr}\n--- server log ---\n{server.output()}"
+    assert result.returncode == 0, report
+    # Every test ran and passed: none failed, skipped or was cancelled.
+    counts = dict(re.findall(r"^\S*\s*(tests|pass|fail|skipped|cancelled|todo) (\d+)$",
+                             result.stdout, re.MULTILINE))
+    assert int(counts.get("tests", 0)) >= len(NODE_TESTS), report
+    assert counts.get("pass") == counts.get("tests"), report
