@@ -73,6 +73,16 @@ class ActionContext:
     def data(self) -> Any:
         return self.message.get("data")
 
+    @property
+    def channel(self) -> str | None:
+        """The sender's channel, None when it is in none."""
+        return self.connection.channel
+
+    @property
+    def user_id(self) -> UserId | None:
+        """The user id associated with the sender, if any."""
+        return self.connection.user_id
+
     def field(self, name: str, kind: type | tuple[type, ...] | None = None,
               required: bool = True) -> Any:
         """The field ``name``; None when absent or null and not ``required``.
@@ -130,8 +140,17 @@ class ActionRouter:
         self._handlers[name] = handler
         self._chains.clear()
 
-    def add_middleware(self, middleware: Middleware, actions: Iterable[str] | None = None) -> None:
-        """Run ``middleware`` before the handlers of ``actions`` (all actions when None)."""
+    def add_middleware(
+        self, middleware: Middleware, actions: Iterable[str] | str | None = None
+    ) -> None:
+        """Run ``middleware`` before the handlers of ``actions`` (all actions when None).
+
+        Middleware run in the order they were added, each around the next.
+        """
+        if not callable(middleware):
+            raise TypeError("a middleware is an async callable (ctx, call_next)")
+        if isinstance(actions, str):
+            actions = (actions,)  # one action name, not its characters
         selected = None if actions is None else frozenset(actions)
         self._middleware.append((selected, middleware))
         self._chains.clear()

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
@@ -113,7 +113,9 @@ class Conveyor:
         self.router.add_action(name, handler)
 
     def action(self, name: str) -> Callable[[F], F]:
-        """Decorator form of :meth:`add_action`."""
+        """Decorator form of :meth:`add_action`: ``@conveyor.action("name")``."""
+        if not isinstance(name, str):
+            raise TypeError('use @conveyor.action("name"): the action name is required')
 
         def register(handler: F) -> F:
             self.add_action(name, handler)
@@ -121,7 +123,9 @@ class Conveyor:
 
         return register
 
-    def add_middleware(self, middleware: Middleware, actions: Iterable[str] | None = None) -> None:
+    def add_middleware(
+        self, middleware: Middleware, actions: Iterable[str] | str | None = None
+    ) -> None:
         """Run ``middleware(ctx, call_next)`` before the handlers of ``actions`` (all if None).
 
         A middleware rejects a frame by raising
@@ -130,8 +134,21 @@ class Conveyor:
         """
         self.router.add_middleware(middleware, actions)
 
-    def middleware(self, actions: Iterable[str] | None = None) -> Callable[[F], F]:
-        """Decorator form of :meth:`add_middleware`."""
+    @overload
+    def middleware(self, actions: Middleware) -> Middleware: ...
+
+    @overload
+    def middleware(self, actions: Iterable[str] | str | None = None) -> Callable[[F], F]: ...
+
+    def middleware(self, actions: Any = None) -> Any:
+        """Decorator form of :meth:`add_middleware`.
+
+        ``@conveyor.middleware`` (or ``@conveyor.middleware()``) runs for every
+        action; ``@conveyor.middleware(["broadcast-action"])`` for those named.
+        """
+        if callable(actions):
+            self.add_middleware(actions)
+            return actions
 
         def register(fn: F) -> F:
             self.add_middleware(fn, actions)
@@ -140,7 +157,14 @@ class Conveyor:
         return register
 
     def presence_payload(self, hook: PresenceHook) -> PresenceHook:
-        """Shape presence payloads: ``hook(payload, channel)`` returns the dict to send."""
+        """Shape presence payloads (usable as a decorator).
+
+        ``hook(payload, channel)`` gets a copy of the standard payload (``fd``,
+        ``event``, ``channel``, ``fds``, ``userIds``) and returns the dict to
+        send, or None to send the copy as it modified it. It runs on every
+        node for its local members, so it must be quick and must not block. If
+        it raises, the standard payload is sent and the error is logged.
+        """
         self.manager.presence_hook = hook
         return hook
 
