@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar, overload
 
 from starlette.applications import Starlette
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from . import endpoints
@@ -48,9 +48,11 @@ class Conveyor:
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         install_redaction()
+        #: The WebSocket endpoint alone, an ASGI app (see :meth:`routes`).
+        self.websocket = endpoints.WebSocketEndpoint(self)
         self._app = Starlette(
             routes=[
-                WebSocketRoute("/", endpoints.WebSocketEndpoint(self)),
+                WebSocketRoute("/", self.websocket),
                 Route("/conveyor/auth", endpoints.auth_endpoint, methods=["POST"]),
                 Route("/conveyor/message", endpoints.message_endpoint, methods=["POST"]),
                 Route("/conveyor/channels", endpoints.channels_endpoint, methods=["GET"]),
@@ -67,6 +69,23 @@ class Conveyor:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["conveyor"] = self
         await self._app(scope, receive, send)
+
+    def routes(self, prefix: str) -> list[BaseRoute]:
+        """Routes that serve this server under ``prefix`` in a host application.
+
+        ``Mount(prefix, app=conveyor)`` alone serves ``ws://host/prefix/`` and
+        the HTTP endpoints, but a Mount never matches the bare prefix, and the
+        browser client connects to ``ws://host/prefix?token=...`` (no slash):
+        the extra WebSocket route accepts that form too::
+
+            app = Starlette(routes=conveyor.routes("/realtime"), lifespan=conveyor.lifespan)
+            fastapi_app.router.routes.extend(conveyor.routes("/realtime"))
+        """
+        path = "/" + prefix.strip("/")
+        if path == "/":
+            raise ValueError("a prefix such as '/realtime' is required; serve the app itself "
+                             "at the root")
+        return [WebSocketRoute(path, self.websocket), Mount(path, app=self)]
 
     # -- life cycle -------------------------------------------------------
 

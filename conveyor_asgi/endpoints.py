@@ -30,7 +30,7 @@ def _client(scope: Scope) -> str:
 
 
 def _path(scope: Scope) -> str:
-    path = scope.get("root_path", "") + scope.get("path", "")
+    path = scope.get("path", "")  # already includes root_path (a mount's prefix)
     query = scope.get("query_string", b"").decode("latin-1")
     return redact(f"{path}?{query}") if query else path
 

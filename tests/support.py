@@ -37,8 +37,10 @@ class ServerProcess:
         app: str = "conveyor_asgi.app:app",
         args: list[str] | None = None,
         port: int | None = None,
+        health: str = "/health",
     ) -> None:
         self.port = port or free_port()
+        self.health = health  # polled until it answers 200 (a mounted app has a prefix)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
         self.env.update(env or {})
         self.env.setdefault("PYTHONUNBUFFERED", "1")
@@ -66,7 +68,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.output()}")
             try:
-                with urllib.request.urlopen(f"{self.http}/health", timeout=1) as resp:
+                with urllib.request.urlopen(f"{self.http}{self.health}", timeout=1) as resp:
                     if resp.status == 200:
                         return self
             except OSError:
