@@ -1,12 +1,15 @@
 // The browser client's wire behaviour against a running server (PROTOCOL.md, appendix A).
 
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { afterEach, test } from 'node:test';
 import WebSocket from 'ws';
 
 import {
   BrowserLikeClient, clientUrl, connectionId, TOKEN, uniqueChannel, until,
+  closeAll, openSocket,
 } from './clients.mjs';
+
+afterEach(closeAll);
 
 const NUMERIC_USER = 1001;
 const STRING_USER = 'user-b7';
@@ -148,7 +151,7 @@ test('no frame the server sends to bad input breaks JSON.parse', async () => {
 });
 
 test('a wrong token: HTTP 403 when the server has a token, ignored when it runs open', async () => {
-  const ws = new WebSocket(clientUrl({ token: 'wrong-token' }));
+  const ws = openSocket(clientUrl({ token: 'wrong-token' }));
   const outcome = await new Promise((resolve) => {
     ws.on('unexpected-response', (req, res) => resolve(res.statusCode));
     ws.on('open', () => resolve('opened'));

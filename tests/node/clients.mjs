@@ -19,6 +19,27 @@ if (!PORT) {
   throw new Error('CONVEYOR_TEST_PORT must name the port of a running conveyor-asgi server');
 }
 
+// Every socket the tests open, so that a failed test cannot leave one open
+// (an open socket or a heartbeat timer would keep Node running).
+const sockets = new Set();
+
+/** A `ws` WebSocket to `url`, tracked for {@link closeAll}. */
+export function openSocket(url) {
+  const ws = new WebSocket(url);
+  sockets.add(ws);
+  ws.on('close', () => sockets.delete(ws));
+  ws.on('error', () => {}); // seen by the tests through `opened`/`closed`
+  return ws;
+}
+
+/** Cuts every socket still open; for `afterEach`. */
+export function closeAll() {
+  for (const ws of sockets) {
+    ws.terminate();
+  }
+  sockets.clear();
+}
+
 /** The heartbeat the browser client sends: a binary frame of two bytes. */
 export const HEARTBEAT = Buffer.from([0x89, 0x00]);
 
@@ -176,13 +197,11 @@ export class BrowserLikeClient {
     this.channel = channel;
     this.userId = userId;
     this.heartbeatsSent = 0;
-    this.ws = new WebSocket(clientUrl({ token, query }));
+    this.ws = openSocket(clientUrl({ token, query }));
     this.inbox = new Inbox(this.ws, label);
     this.closed = closed(this.ws);
     this.ws.on('open', () => this.#onOpen(heartbeatMs));
     this.ws.on('close', () => clearInterval(this.heartbeat));
-    // An error also closes the socket; the tests see it through `closed`.
-    this.ws.on('error', () => {});
     this.opened = opened(this.ws);
   }
 

@@ -2,10 +2,13 @@
 // then channel-connect (no auth), assoc-user-to-fd-action and broadcast-action.
 
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
-import WebSocket from 'ws';
+import { afterEach, test } from 'node:test';
 
-import { clientUrl, closed, connectionId, Inbox, opened, uniqueChannel } from './clients.mjs';
+import {
+  clientUrl, closeAll, closed, connectionId, Inbox, opened, openSocket, uniqueChannel,
+} from './clients.mjs';
+
+afterEach(closeAll);
 
 // Sent as JSON text so that every digit reaches the server; a JS number
 // cannot hold it exactly, so the raw frames are checked for the digits.
@@ -13,9 +16,8 @@ const BIG_USER = '255172010152673280';
 const STRING_USER = 'writer-9';
 
 function handWritten(label, channel, userIdJson, greeting) {
-  const ws = new WebSocket(clientUrl());
+  const ws = openSocket(clientUrl());
   const inbox = new Inbox(ws, label);
-  ws.on('error', () => {});
   ws.on('open', () => {
     ws.send(JSON.stringify({ action: 'channel-connect', channel }));
     ws.send(`{"action":"assoc-user-to-fd-action","userId":${userIdJson}}`);

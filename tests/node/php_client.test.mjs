@@ -3,15 +3,17 @@
 // sendRaw() sends the text as it is.
 
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
-import WebSocket from 'ws';
+import { afterEach, test } from 'node:test';
 
-import { clientUrl, closed, connectionId, Inbox, opened, TOKEN, uniqueChannel } from './clients.mjs';
+import {
+  clientUrl, closeAll, closed, connectionId, Inbox, opened, openSocket, TOKEN, uniqueChannel,
+} from './clients.mjs';
+
+afterEach(closeAll);
 
 async function backendClient(label) {
-  const ws = new WebSocket(clientUrl());
+  const ws = openSocket(clientUrl());
   const inbox = new Inbox(ws, label);
-  ws.on('error', () => {});
   await opened(ws);
   const fd = await connectionId(inbox);
   return {
