@@ -240,7 +240,15 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Conveyor:
 
 
 def _app_from_environment() -> Conveyor:
-    configure_standalone_logging(os.environ.get("CONVEYOR_LOG_LEVEL", "INFO"))
+    text = os.environ.get("CONVEYOR_LOG_LEVEL", "INFO")
+    level = text.strip().upper()
+    level = "DEBUG" if level == "TRACE" else level  # uvicorn's extra level
+    if level not in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"):
+        raise SystemExit(
+            f"conveyor-asgi: invalid configuration: CONVEYOR_LOG_LEVEL={text!r} is not valid: "
+            "expected one of critical, error, warning, info, debug, trace"
+        )
+    configure_standalone_logging(level)
     try:
         return create_app()
     except ConfigurationError as exc:
