@@ -82,20 +82,28 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--host", default=os.environ.get("CONVEYOR_HOST", "127.0.0.1"),
+        "--host",
+        default=os.environ.get("CONVEYOR_HOST", "127.0.0.1"),
         help="address to listen on (CONVEYOR_HOST, default 127.0.0.1)",
     )
     parser.add_argument(
-        "--port", type=_bounded(0, 65535), default=_env_int("CONVEYOR_PORT", 8989, 0, 65535),
+        "--port",
+        type=_bounded(0, 65535),
+        default=_env_int("CONVEYOR_PORT", 8989, 0, 65535),
         help="port to listen on (CONVEYOR_PORT, default 8989)",
     )
     parser.add_argument(
-        "--workers", type=_bounded(1, 1024), default=_env_int("CONVEYOR_WORKERS", 1, 1, 1024),
+        "--workers",
+        type=_bounded(1, 1024),
+        default=_env_int("CONVEYOR_WORKERS", 1, 1, 1024),
         help="worker processes (CONVEYOR_WORKERS, default 1); more than one needs "
         "CONVEYOR_BACKEND_URL=redis://...",
     )
     parser.add_argument(
-        "--log-level", type=str.lower, choices=_LOG_LEVELS, default=_env_level(),
+        "--log-level",
+        type=str.lower,
+        choices=_LOG_LEVELS,
+        default=_env_level(),
         help="uvicorn and conveyor log level (CONVEYOR_LOG_LEVEL, default info)",
     )
     return parser
@@ -124,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"conveyor-asgi: invalid configuration: {exc}", file=sys.stderr)
         return 2
     if args.workers > 1 and settings.backend_url.startswith("memory://"):
-        print("conveyor-asgi: --workers > 1 needs CONVEYOR_BACKEND_URL=redis://...",
-              file=sys.stderr)
+        print(
+            "conveyor-asgi: --workers > 1 needs CONVEYOR_BACKEND_URL=redis://...", file=sys.stderr
+        )
         return 2
 
     import uvicorn

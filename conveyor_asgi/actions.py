@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from . import frames
 from .auth import same_token
@@ -32,7 +32,7 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _ABSENT = object()
 
 
-def valid_channel_name(name: object) -> bool:
+def valid_channel_name(name: object) -> TypeGuard[str]:
     """Non-empty string of at most 200 code points with no control character."""
     return (
         isinstance(name, str)

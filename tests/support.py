@@ -46,8 +46,10 @@ class ServerProcess:
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         self.app = app
         self.args = args or []
-        self.log = tempfile.NamedTemporaryFile(prefix="conveyor-server-", suffix=".log",
-                                               delete=False)
+        # Kept open for the server's whole life; closed and removed in __exit__.
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            prefix="conveyor-server-", suffix=".log", delete=False
+        )
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -188,5 +190,7 @@ class Client:
         transport = self.ws.transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            # SO_LINGER on, 0 s: closing sends a RST instead of a FIN.
+            linger = b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
         transport.abort()

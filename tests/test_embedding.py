@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import websockets
 
@@ -40,7 +39,9 @@ async def test_websocket_under_the_prefix_with_and_without_the_slash(server) -> 
     await bare.send({"action": "broadcast-action", "data": "hi"})
     for client in (slash, bare):
         assert await client.expect("broadcast-action") == {
-            "action": "broadcast-action", "data": "hi", "fd": bare.fd,
+            "action": "broadcast-action",
+            "data": "hi",
+            "fd": bare.fd,
         }
     await slash.close()
     await bare.close()
@@ -67,16 +68,18 @@ async def test_http_endpoints_under_the_prefix(server) -> None:
     assert (await member.presence())["fds"] == [member.fd]
 
     status, body = await ahttp("GET", f"{base}/conveyor/channels", headers=AUTH)
-    assert (status, body) == (200, {"channels": [{"channel": "vip", "connections": 1,
-                                                  "users": 0}]})
+    assert (status, body) == (200, {"channels": [{"channel": "vip", "connections": 1, "users": 0}]})
     status, body = await ahttp("GET", f"{base}/conveyor/channels/vip", headers=AUTH)
     assert (status, body) == (200, {"channel": "vip", "fds": [member.fd], "userIds": {}})
 
-    status, _ = await ahttp("POST", f"{base}/conveyor/message",
-                            {"channel": "vip", "message": {"n": 1}}, headers=AUTH)
+    status, _ = await ahttp(
+        "POST", f"{base}/conveyor/message", {"channel": "vip", "message": {"n": 1}}, headers=AUTH
+    )
     assert status == 200
-    assert await member.expect("broadcast-action") == {"action": "broadcast-action",
-                                                       "data": {"n": 1}}
+    assert await member.expect("broadcast-action") == {
+        "action": "broadcast-action",
+        "data": {"n": 1},
+    }
     await member.close()
 
 
@@ -92,8 +95,9 @@ async def test_a_host_route_publishes_to_connected_clients(server) -> None:
     await outsider.join("elsewhere")
     await outsider.presence()
 
-    status, body = await ahttp("POST", f"{server.http}/rooms/news/announcements",
-                               {"text": "doors open at nine"})
+    status, body = await ahttp(
+        "POST", f"{server.http}/rooms/news/announcements", {"text": "doors open at nine"}
+    )
     assert (status, body) == (200, {"room": "news", "delivered_to": 2})
     for client in (a, b):
         frame = await client.expect("broadcast-action")
@@ -104,8 +108,9 @@ async def test_a_host_route_publishes_to_connected_clients(server) -> None:
         }
     await outsider.silent()
 
-    status, _ = await ahttp("POST", f"{server.http}/rooms/{'x' * 201}/announcements",
-                            {"text": "too long a room name"})
+    status, _ = await ahttp(
+        "POST", f"{server.http}/rooms/{'x' * 201}/announcements", {"text": "too long a room name"}
+    )
     assert status == 400
     for client in (a, b, outsider):
         await client.close()

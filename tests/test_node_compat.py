@@ -73,9 +73,7 @@ def test_node_clients_against_the_server(server_factory, token: str | None) -> N
             text=True,
             timeout=180,
         )
-        report = (
-            f"{name}:\n{result.stdout}\n{result.stderr}\n--- server log ---\n{server.output()}"
-        )
+        report = f"{name}:\n{result.stdout}\n{result.stderr}\n--- server log ---\n{server.output()}"
         assert result.returncode == 0, report
         # Every test ran and passed: none failed, was skipped or cancelled.
         counts = dict(
