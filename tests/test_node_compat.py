@@ -21,6 +21,7 @@ from .support import HOST, ROOT
 
 NODE_DIR = ROOT / "tests" / "node"
 NODE_TESTS = sorted(p.name for p in NODE_DIR.glob("*.test.mjs"))
+ACK_TESTS = ["acknowledge_option.test.mjs"]  # need acknowledgments on
 TOKEN = "node-compat-server-token"
 
 pytestmark = pytest.mark.node
@@ -41,30 +42,43 @@ def _node() -> str:
 
 def test_the_node_suite_exists() -> None:
     assert NODE_TESTS == [
+        "acknowledge_option.test.mjs",
         "browser_client.test.mjs",
         "handwritten_client.test.mjs",
         "php_client.test.mjs",
     ]
 
 
-@pytest.mark.parametrize("token", [TOKEN, None], ids=["server-token", "open"])
-def test_node_clients_against_the_server(server_factory, token: str | None) -> None:
+MODES = {
+    "server-token": {"CONVEYOR_SERVER_TOKEN": TOKEN},
+    "open": {},
+    "acknowledgment": {
+        "CONVEYOR_SERVER_TOKEN": TOKEN,
+        "CONVEYOR_USE_ACKNOWLEDGMENT": "true",
+        "CONVEYOR_ACKNOWLEDGMENT_TIMEOUT": "0.2",
+        "CONVEYOR_ACKNOWLEDGMENT_ATTEMPTS": "3",
+    },
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_node_clients_against_the_server(server_factory, mode: str) -> None:
     node = _node()
-    env = {"CONVEYOR_USE_PRESENCE": "true"}
-    if token is not None:
-        env["CONVEYOR_SERVER_TOKEN"] = token
+    env = {"CONVEYOR_USE_PRESENCE": "true", **MODES[mode]}
     server = server_factory(env)
+    files = ACK_TESTS if mode == "acknowledgment" else sorted(set(NODE_TESTS) - set(ACK_TESTS))
 
     node_env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     node_env.update(
         CONVEYOR_TEST_HOST=HOST,
         CONVEYOR_TEST_PORT=str(server.port),
-        CONVEYOR_TEST_TOKEN=token or "",
+        CONVEYOR_TEST_TOKEN=env.get("CONVEYOR_SERVER_TOKEN", ""),
+        CONVEYOR_TEST_ACK_ATTEMPTS=env.get("CONVEYOR_ACKNOWLEDGMENT_ATTEMPTS", "0"),
         NO_COLOR="1",
     )
     # One file at a time (clients in no channel receive each other's
     # broadcasts), each in its own Node process.
-    for name in NODE_TESTS:
+    for name in files:
         result = subprocess.run(
             [node, "--test", "--test-reporter=spec", name],
             cwd=NODE_DIR,

@@ -8,6 +8,8 @@
 // is not an object with a string `action` is recorded as an error and fails
 // every later wait.
 
+import { randomUUID } from 'node:crypto';
+
 import WebSocket from 'ws';
 
 export const HOST = process.env.CONVEYOR_TEST_HOST ?? '127.0.0.1';
@@ -192,7 +194,8 @@ export async function connectionId(inbox) {
 /** The browser client's wire behaviour (socket-conveyor-client 1.2.x). */
 export class BrowserLikeClient {
   constructor({ token = TOKEN, channel = null, userId = null, query = null, heartbeatMs = 10000,
-    label = 'browser' } = {}) {
+    acknowledge = false, label = 'browser' } = {}) {
+    this.acknowledge = acknowledge;
     this.token = token;
     this.channel = channel;
     this.userId = userId;
@@ -223,9 +226,14 @@ export class BrowserLikeClient {
     }, heartbeatMs);
   }
 
-  /** `send(message, action)` of the client: `{action, data}`. */
+  /** `send(message, action)` of the client: `{action, data}`, plus a UUID `id` with acknowledge on. */
   send(message, action = 'base-action') {
-    this.ws.send(JSON.stringify({ action, data: message }));
+    const frame = { action, data: message };
+    if (this.acknowledge) {
+      frame.id = randomUUID();
+    }
+    this.ws.send(JSON.stringify(frame));
+    return frame.id;
   }
 
   async close() {
