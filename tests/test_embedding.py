@@ -147,3 +147,15 @@ def test_the_routes_helper_needs_a_prefix() -> None:
         conveyor.routes("/")
     paths = [route.path for route in conveyor.routes("realtime/")]  # type: ignore[attr-defined]
     assert paths == ["/realtime", "/realtime"]
+
+
+async def test_a_plain_mount_serves_the_prefix_with_the_slash_only(server_factory) -> None:
+    # What the README says of app.mount() without conveyor.routes().
+    server = server_factory(ENV, app="tests.apps.plain_mount:app", health=HEALTH)
+    client = await Client.connect(f"{server.ws}/realtime/?token={TOKEN}")
+    await client.send("ping")
+    assert (await client.expect("base-action"))["data"] == "ping"
+    await client.close()
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(f"{server.ws}/realtime?token={TOKEN}", open_timeout=10)
+    assert refused.value.response.status_code == 403
