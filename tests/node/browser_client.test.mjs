@@ -5,8 +5,8 @@ import { afterEach, test } from 'node:test';
 import WebSocket from 'ws';
 
 import {
-  BrowserLikeClient, clientUrl, connectionId, TOKEN, uniqueChannel, until,
-  closeAll, openSocket,
+  BrowserLikeClient, clientUrl, closeAll, connectionId, HOST, openSocket, PORT, TOKEN,
+  uniqueChannel, until,
 } from './clients.mjs';
 
 afterEach(closeAll);
@@ -159,4 +159,43 @@ test('a wrong token: HTTP 403 when the server has a token, ignored when it runs 
   });
   assert.equal(outcome, TOKEN ? 403 : 'opened');
   ws.terminate();
+});
+
+test('a temporary token bound to a channel and a user, in the URL and as auth', async () => {
+  const channel = uniqueChannel('temporary');
+  const headers = { 'Content-Type': 'application/json' };
+  if (TOKEN) {
+    headers.Authorization = `Bearer ${TOKEN}`;
+  }
+  const response = await fetch(`http://${HOST}:${PORT}/conveyor/auth`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ channel, userId: 'temp-user' }),
+  });
+  assert.equal(response.status, 200);
+  const { auth } = await response.json();
+  assert.equal(typeof auth, 'string');
+
+  // The browser client puts the same token in the URL and in `auth`.
+  const client = new BrowserLikeClient({ token: auth, channel, userId: 'temp-user', label: 'temp' });
+  await client.opened;
+  const fd = await connectionId(client.inbox);
+  const roster = await client.inbox.presence('channel-connect', (p) => p.fd === fd, 'the join');
+  assert.deepEqual(roster.fds, [fd]);
+  assert.deepEqual(roster.userIds, { [fd]: 'temp-user' });
+  client.send('in');
+  await client.inbox.take((f) => f.action === 'base-action', 'the echo');
+  assert.ok(!client.inbox.actions().includes('error'), client.inbox.actions().join(', '));
+  await client.close();
+  client.inbox.assertClean();
+
+  // Used up by that handshake (ignored altogether when the server runs open).
+  const again = openSocket(clientUrl({ token: auth }));
+  const outcome = await new Promise((resolve) => {
+    again.on('unexpected-response', (req, res) => resolve(res.statusCode));
+    again.on('open', () => resolve('opened'));
+    again.on('error', (err) => resolve(err.message));
+  });
+  assert.equal(outcome, TOKEN ? 403 : 'opened');
+  again.terminate();
 });
