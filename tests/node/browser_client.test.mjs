@@ -5,8 +5,8 @@ import { afterEach, test } from 'node:test';
 import WebSocket from 'ws';
 
 import {
-  BrowserLikeClient, clientUrl, closeAll, connectionId, HOST, openSocket, PORT, TOKEN,
-  uniqueChannel, until,
+  BrowserLikeClient, clientUrl, closeAll, closed, connectionId, HOST, Inbox, opened, openSocket,
+  PORT, TOKEN, uniqueChannel, until,
 } from './clients.mjs';
 
 afterEach(closeAll);
@@ -198,4 +198,21 @@ test('a temporary token bound to a channel and a user, in the URL and as auth', 
   });
   assert.equal(outcome, TOKEN ? 403 : 'opened');
   again.terminate();
+});
+
+test('offered subprotocols: socketconveyor.com is selected, else the first one', async () => {
+  for (const [offered, selected] of [
+    [['chat', 'socketconveyor.com'], 'socketconveyor.com'],
+    [['chat', 'superchat'], 'chat'],
+  ]) {
+    // `ws`, like browsers, fails the handshake unless the server selects one of them.
+    const ws = openSocket(clientUrl(), offered);
+    const inbox = new Inbox(ws, `subprotocol ${selected}`);
+    await opened(ws);
+    assert.equal(ws.protocol, selected);
+    await connectionId(inbox);
+    ws.close();
+    await closed(ws);
+    inbox.assertClean();
+  }
 });

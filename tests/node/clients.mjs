@@ -25,9 +25,9 @@ if (!PORT) {
 // (an open socket or a heartbeat timer would keep Node running).
 const sockets = new Set();
 
-/** A `ws` WebSocket to `url`, tracked for {@link closeAll}. */
-export function openSocket(url) {
-  const ws = new WebSocket(url);
+/** A `ws` WebSocket to `url` (offering `protocols`, if any), tracked for {@link closeAll}. */
+export function openSocket(url, protocols = undefined) {
+  const ws = new WebSocket(url, protocols);
   sockets.add(ws);
   ws.on('close', () => sockets.delete(ws));
   ws.on('error', () => {}); // seen by the tests through `opened`/`closed`
