@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
 
 from .errors import ConfigurationError
 from .settings import Settings
@@ -14,53 +14,97 @@ from .settings import Settings
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
-def _env(name: str, default: str, parse: Callable[[str], Any], rule: str) -> Any:
-    """``name`` from the environment, parsed; a bad value names the variable."""
-    text = os.environ.get(name, default)
+class _EnvError(Exception):
+    pass
+
+
+def _env_int(name: str, default: int, low: int, high: int) -> int:
+    text = os.environ.get(name)
+    if text is None:
+        return default
     try:
-        return parse(text)
+        value = int(text.strip())
     except ValueError:
-        raise ConfigurationError(f"{name}={text!r} is not valid: expected {rule}") from None
+        raise _EnvError(f"{name}={text!r} is not valid: expected an integer") from None
+    if not low <= value <= high:
+        raise _EnvError(f"{name}={text!r} is not valid: expected {low} to {high}")
+    return value
 
 
-def _port(text: str) -> int:
-    port = int(text)
-    if not 0 <= port <= 65535:
-        raise ValueError(text)
-    return port
+def _env_level() -> str:
+    text = os.environ.get("CONVEYOR_LOG_LEVEL", "info")
+    if text.strip().lower() not in _LOG_LEVELS:
+        raise _EnvError(
+            f"CONVEYOR_LOG_LEVEL={text!r} is not valid: expected one of {', '.join(_LOG_LEVELS)}"
+        )
+    return text.strip().lower()
 
 
-def _workers(text: str) -> int:
-    workers = int(text)
-    if workers < 1:
-        raise ValueError(text)
-    return workers
+def _bounded(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+
+    return parse
 
 
-def _log_level(text: str) -> str:
-    level = text.strip().lower()
-    if level not in _LOG_LEVELS:
-        raise ValueError(text)
-    return level
+def _shown(default: object) -> str:
+    if default is None:
+        return "unset"
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, tuple):
+        return ",".join(default)
+    return str(default)
+
+
+def _settings_epilog() -> str:
+    lines = ["server settings (environment variables, with their defaults):"]
+    for field in dataclasses.fields(Settings):
+        lines.append(f"  {field.metadata['env']:<34} {_shown(field.default)}")
+    lines.append("")
+    lines.append("A bad value stops start-up with a message naming the variable.")
+    return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m conveyor_asgi",
-        description="Run the conveyor-asgi server. Server settings come from CONVEYOR_* "
-        "environment variables.",
-    )
-    parser.add_argument("--host", default=os.environ.get("CONVEYOR_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=_port,
-                        default=_env("CONVEYOR_PORT", "8989", _port, "a port number"))
-    parser.add_argument(
-        "--workers", type=_workers,
-        default=_env("CONVEYOR_WORKERS", "1", _workers, "a number of processes, 1 or more"),
-        help="worker processes (more than one needs CONVEYOR_BACKEND_URL=redis://...)",
+        description="Run the conveyor-asgi server with uvicorn. Server settings come from "
+        "CONVEYOR_* environment variables; the options below default to CONVEYOR_HOST, "
+        "CONVEYOR_PORT, CONVEYOR_WORKERS and CONVEYOR_LOG_LEVEL.",
+        epilog=_settings_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--log-level", type=_log_level, choices=_LOG_LEVELS,
-        default=_env("CONVEYOR_LOG_LEVEL", "info", _log_level, "one of " + ", ".join(_LOG_LEVELS)),
+        "--host",
+        default=os.environ.get("CONVEYOR_HOST", "127.0.0.1"),
+        help="address to listen on (CONVEYOR_HOST, default 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--port",
+        type=_bounded(0, 65535),
+        default=_env_int("CONVEYOR_PORT", 8989, 0, 65535),
+        help="port to listen on (CONVEYOR_PORT, default 8989)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_bounded(1, 1024),
+        default=_env_int("CONVEYOR_WORKERS", 1, 1, 1024),
+        help="worker processes (CONVEYOR_WORKERS, default 1); more than one needs "
+        "CONVEYOR_BACKEND_URL=redis://...",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=_LOG_LEVELS,
+        default=_env_level(),
+        help="uvicorn and conveyor log level (CONVEYOR_LOG_LEVEL, default info)",
     )
     return parser
 
@@ -77,17 +121,26 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = _parser().parse_args(argv)
+        parser = _parser()
+    except _EnvError as exc:
+        print(f"conveyor-asgi: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    try:
         settings = Settings.from_env()
     except ConfigurationError as exc:
         print(f"conveyor-asgi: invalid configuration: {exc}", file=sys.stderr)
         return 2
     if args.workers > 1 and settings.backend_url.startswith("memory://"):
-        print("conveyor-asgi: --workers > 1 needs CONVEYOR_BACKEND_URL=redis://...",
-              file=sys.stderr)
+        print(
+            "conveyor-asgi: --workers > 1 needs CONVEYOR_BACKEND_URL=redis://...", file=sys.stderr
+        )
         return 2
 
     import uvicorn
+
+    # The app reads its own log level in each worker process.
+    os.environ["CONVEYOR_LOG_LEVEL"] = args.log_level
 
     uvicorn.run(
         "conveyor_asgi.app:app",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from . import frames
 from .auth import same_token
@@ -32,7 +32,7 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _ABSENT = object()
 
 
-def valid_channel_name(name: object) -> bool:
+def valid_channel_name(name: object) -> TypeGuard[str]:
     """Non-empty string of at most 200 code points with no control character."""
     return (
         isinstance(name, str)
@@ -72,6 +72,16 @@ class ActionContext:
     @property
     def data(self) -> Any:
         return self.message.get("data")
+
+    @property
+    def channel(self) -> str | None:
+        """The sender's channel, None when it is in none."""
+        return self.connection.channel
+
+    @property
+    def user_id(self) -> UserId | None:
+        """The user id associated with the sender, if any."""
+        return self.connection.user_id
 
     def field(self, name: str, kind: type | tuple[type, ...] | None = None,
               required: bool = True) -> Any:
@@ -130,8 +140,17 @@ class ActionRouter:
         self._handlers[name] = handler
         self._chains.clear()
 
-    def add_middleware(self, middleware: Middleware, actions: Iterable[str] | None = None) -> None:
-        """Run ``middleware`` before the handlers of ``actions`` (all actions when None)."""
+    def add_middleware(
+        self, middleware: Middleware, actions: Iterable[str] | str | None = None
+    ) -> None:
+        """Run ``middleware`` before the handlers of ``actions`` (all actions when None).
+
+        Middleware run in the order they were added, each around the next.
+        """
+        if not callable(middleware):
+            raise TypeError("a middleware is an async callable (ctx, call_next)")
+        if isinstance(actions, str):
+            actions = (actions,)  # one action name, not its characters
         selected = None if actions is None else frozenset(actions)
         self._middleware.append((selected, middleware))
         self._chains.clear()

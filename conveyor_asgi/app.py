@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from starlette.applications import Starlette
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from . import endpoints
@@ -48,9 +48,11 @@ class Conveyor:
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         install_redaction()
+        #: The WebSocket endpoint alone, an ASGI app (see :meth:`routes`).
+        self.websocket = endpoints.WebSocketEndpoint(self)
         self._app = Starlette(
             routes=[
-                WebSocketRoute("/", endpoints.WebSocketEndpoint(self)),
+                WebSocketRoute("/", self.websocket),
                 Route("/conveyor/auth", endpoints.auth_endpoint, methods=["POST"]),
                 Route("/conveyor/message", endpoints.message_endpoint, methods=["POST"]),
                 Route("/conveyor/channels", endpoints.channels_endpoint, methods=["GET"]),
@@ -67,6 +69,23 @@ class Conveyor:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["conveyor"] = self
         await self._app(scope, receive, send)
+
+    def routes(self, prefix: str) -> list[BaseRoute]:
+        """Routes that serve this server under ``prefix`` in a host application.
+
+        ``Mount(prefix, app=conveyor)`` alone serves ``ws://host/prefix/`` and
+        the HTTP endpoints, but a Mount never matches the bare prefix, and the
+        browser client connects to ``ws://host/prefix?token=...`` (no slash):
+        the extra WebSocket route accepts that form too::
+
+            app = Starlette(routes=conveyor.routes("/realtime"), lifespan=conveyor.lifespan)
+            fastapi_app.router.routes.extend(conveyor.routes("/realtime"))
+        """
+        path = "/" + prefix.strip("/")
+        if path == "/":
+            raise ValueError("a prefix such as '/realtime' is required; serve the app itself "
+                             "at the root")
+        return [WebSocketRoute(path, self.websocket), Mount(path, app=self)]
 
     # -- life cycle -------------------------------------------------------
 
@@ -113,7 +132,9 @@ class Conveyor:
         self.router.add_action(name, handler)
 
     def action(self, name: str) -> Callable[[F], F]:
-        """Decorator form of :meth:`add_action`."""
+        """Decorator form of :meth:`add_action`: ``@conveyor.action("name")``."""
+        if not isinstance(name, str):
+            raise TypeError('use @conveyor.action("name"): the action name is required')
 
         def register(handler: F) -> F:
             self.add_action(name, handler)
@@ -121,7 +142,9 @@ class Conveyor:
 
         return register
 
-    def add_middleware(self, middleware: Middleware, actions: Iterable[str] | None = None) -> None:
+    def add_middleware(
+        self, middleware: Middleware, actions: Iterable[str] | str | None = None
+    ) -> None:
         """Run ``middleware(ctx, call_next)`` before the handlers of ``actions`` (all if None).
 
         A middleware rejects a frame by raising
@@ -130,8 +153,21 @@ class Conveyor:
         """
         self.router.add_middleware(middleware, actions)
 
-    def middleware(self, actions: Iterable[str] | None = None) -> Callable[[F], F]:
-        """Decorator form of :meth:`add_middleware`."""
+    @overload
+    def middleware(self, actions: Middleware) -> Middleware: ...
+
+    @overload
+    def middleware(self, actions: Iterable[str] | str | None = None) -> Callable[[F], F]: ...
+
+    def middleware(self, actions: Any = None) -> Any:
+        """Decorator form of :meth:`add_middleware`.
+
+        ``@conveyor.middleware`` (or ``@conveyor.middleware()``) runs for every
+        action; ``@conveyor.middleware(["broadcast-action"])`` for those named.
+        """
+        if callable(actions):
+            self.add_middleware(actions)
+            return actions
 
         def register(fn: F) -> F:
             self.add_middleware(fn, actions)
@@ -140,7 +176,14 @@ class Conveyor:
         return register
 
     def presence_payload(self, hook: PresenceHook) -> PresenceHook:
-        """Shape presence payloads: ``hook(payload, channel)`` returns the dict to send."""
+        """Shape presence payloads (usable as a decorator).
+
+        ``hook(payload, channel)`` gets a copy of the standard payload (``fd``,
+        ``event``, ``channel``, ``fds``, ``userIds``) and returns the dict to
+        send, or None to send the copy as it modified it. It runs on every
+        node for its local members, so it must be quick and must not block. If
+        it raises, the standard payload is sent and the error is logged.
+        """
         self.manager.presence_hook = hook
         return hook
 
@@ -197,14 +240,15 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Conveyor:
 
 
 def _app_from_environment() -> Conveyor:
-    level = os.environ.get("CONVEYOR_LOG_LEVEL", "INFO")
-    try:
-        configure_standalone_logging(level)
-    except ValueError:
+    text = os.environ.get("CONVEYOR_LOG_LEVEL", "INFO")
+    level = text.strip().upper()
+    level = "DEBUG" if level == "TRACE" else level  # uvicorn's extra level
+    if level not in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"):
         raise SystemExit(
-            f"conveyor-asgi: invalid configuration: CONVEYOR_LOG_LEVEL={level!r} is not a "
-            "log level"
-        ) from None
+            f"conveyor-asgi: invalid configuration: CONVEYOR_LOG_LEVEL={text!r} is not valid: "
+            "expected one of critical, error, warning, info, debug, trace"
+        )
+    configure_standalone_logging(level)
     try:
         return create_app()
     except ConfigurationError as exc:

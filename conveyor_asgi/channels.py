@@ -13,12 +13,14 @@ from . import frames
 from .backends.base import Backend
 from .connection import Connection
 from .errors import CLOSE_TRY_AGAIN_LATER, BackendUnavailable
-from .logging import CONNECTIONS
+from .logging import ACTIONS, CONNECTIONS
 from .presence import PresenceAnnouncer
 from .settings import Settings
 from .types import ChannelInfo, Delivery, PresenceChange, UserId
 
-PresenceHook = Callable[[dict[str, Any], str], dict[str, Any]]
+#: ``hook(payload, channel)``: returns the payload to send, or None to send its
+#: (possibly modified) argument.
+PresenceHook = Callable[[dict[str, Any], str], dict[str, Any] | None]
 
 
 class ChannelManager:
@@ -208,10 +210,15 @@ class ChannelManager:
             "fds": fds,
             "userIds": user_ids,
         }
-        if self.presence_hook is not None:
-            payload = self.presence_hook(payload, change.channel)
         action = "channel-connect" if change.kind == "join" else "channel-disconnect"
         msg_id = self.new_msg_id()
+        if self.presence_hook is not None:
+            try:
+                shaped = _shaped(self.presence_hook, payload, change.channel)
+                return frames.presence_frame(action, shaped, msg_id), msg_id
+            except Exception:
+                # An application bug must not cost the members their update.
+                ACTIONS.exception("the presence hook failed; sending the standard payload")
         return frames.presence_frame(action, payload, msg_id), msg_id
 
     def push_to_channel(self, channel: str, text: str, msg_id: str | None) -> None:
@@ -240,6 +247,17 @@ class ChannelManager:
             "queued": sum(c.queued for c in self.connections.values()),
             "pending_acks": sum(c.pending_acks for c in self.connections.values()),
         }
+
+
+def _shaped(hook: PresenceHook, payload: dict[str, Any], channel: str) -> dict[str, Any]:
+    """The hook's payload: what it returns, or its copy as it left it when it returns None."""
+    copy = dict(payload, fds=list(payload["fds"]), userIds=dict(payload["userIds"]))
+    shaped = hook(copy, channel)
+    if shaped is None:
+        return copy
+    if not isinstance(shaped, dict):
+        raise TypeError(f"the presence hook returned {type(shaped).__name__}, not a dict")
+    return shaped
 
 
 def _same_user(a: UserId | None, b: UserId | None) -> bool:

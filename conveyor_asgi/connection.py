@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -169,10 +170,9 @@ class Connection:
 
     async def close_socket(self, code: int) -> None:
         """Send a close frame with ``code``; errors mean the socket is gone already."""
-        try:
+        # The peer may already be gone; there is nothing left to do then.
+        with contextlib.suppress(Exception):
             await self._send({"type": "websocket.close", "code": code})
-        except Exception:  # noqa: BLE001 - the peer may already be gone; nothing to do
-            pass
 
     async def _write_loop(self) -> None:
         queue = self._queue
@@ -186,6 +186,6 @@ class Connection:
                 await wakeup.wait()
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - the socket is gone; the reader sees the close
+        except Exception:  # the socket is gone; the reader sees the close
             self.closed = True
             queue.clear()

@@ -30,7 +30,7 @@ def _client(scope: Scope) -> str:
 
 
 def _path(scope: Scope) -> str:
-    path = scope.get("root_path", "") + scope.get("path", "")
+    path = scope.get("path", "")  # already includes root_path (a mount's prefix)
     query = scope.get("query_string", b"").decode("latin-1")
     return redact(f"{path}?{query}") if query else path
 
@@ -71,7 +71,8 @@ class WebSocketEndpoint:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        address = scope.get("client")[0] if scope.get("client") else "-"
+        client = scope.get("client")
+        address = client[0] if client else "-"
         refusal = self._refusal(scope, address)
         grant: TokenGrant | None = None
         token = _query_token(scope)
@@ -339,7 +340,7 @@ async def health(request: Request) -> Response:
     try:
         await conveyor.startup()
         ok = await conveyor.manager.backend.healthy()
-    except Exception:  # noqa: BLE001 - any failure to answer is "unhealthy"
+    except Exception:  # any failure to answer is "unhealthy"
         ok = False
     if ok:
         return JSONResponse({"status": "ok"})

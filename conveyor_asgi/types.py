@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, Union
+from typing import Literal
 
 #: A user id keeps its JSON type: an integer (any width) or a non-empty string.
-UserId = Union[int, str]
+UserId = int | str
 
 #: Who a delivery is for: one channel's members, every connection in no
 #: channel, or every connection.

@@ -37,15 +37,19 @@ class ServerProcess:
         app: str = "conveyor_asgi.app:app",
         args: list[str] | None = None,
         port: int | None = None,
+        health: str = "/health",
     ) -> None:
         self.port = port or free_port()
+        self.health = health  # polled until it answers 200 (a mounted app has a prefix)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
         self.env.update(env or {})
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         self.app = app
         self.args = args or []
-        self.log = tempfile.NamedTemporaryFile(prefix="conveyor-server-", suffix=".log",
-                                               delete=False)
+        # Kept open for the server's whole life; closed and removed in __exit__.
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            prefix="conveyor-server-", suffix=".log", delete=False
+        )
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,7 +70,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.output()}")
             try:
-                with urllib.request.urlopen(f"{self.http}/health", timeout=1) as resp:
+                with urllib.request.urlopen(f"{self.http}{self.health}", timeout=1) as resp:
                     if resp.status == 200:
                         return self
             except OSError:
@@ -186,5 +190,7 @@ class Client:
         transport = self.ws.transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            # SO_LINGER on, 0 s: closing sends a RST instead of a FIN.
+            linger = b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
         transport.abort()

@@ -1,0 +1,1 @@
+"""Small applications the tests serve with uvicorn (``tests.apps.NAME:app``)."""
