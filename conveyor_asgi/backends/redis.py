@@ -1,0 +1,427 @@
+"""The Redis backend: every worker and node shares state through one Redis server.
+
+Each process is a *node* with a random id, a heartbeat key that expires
+after ``node_timeout * 2/3`` and a record of the members it owns. Every node
+sweeps the nodes whose heartbeat is gone, removing their members from every
+channel with leave updates, so a killed node's connections disappear within
+``node_timeout``. All deliveries and presence changes travel on one pub/sub
+channel per deployment prefix; each node filters them for its own sockets.
+
+When Redis cannot be reached the node keeps its sockets, refuses what needs
+Redis with :class:`~conveyor_asgi.errors.BackendUnavailable`, logs the outage
+once and reconnects with backoff. On reconnecting it takes a new node id,
+registers its members again (announcing those Redis had lost) and sweeps its
+old id, which announces the leaves that happened during the outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from ..errors import BackendUnavailable
+from ..logging import BACKEND
+from ..types import ChannelInfo, Delivery, PresenceChange, TokenGrant, UserId
+from . import _redis_wire as wire
+from .base import Backend, Node
+
+T = TypeVar("T")
+
+#: Backstop lifetime (seconds) of shared records, refreshed while in use.
+LINGER = 24 * 3600
+_REFRESH_CHANNELS_EVERY = LINGER / 8
+_MAX_BACKOFF = 2.0
+_PUBLISH_BATCH = 512
+
+
+class _Lapsed(RedisError):
+    """This node was presumed dead (its heartbeat expired) and must register anew."""
+
+
+_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+
+
+class RedisBackend(Backend):
+    """Shared state and delivery through Redis (redis-py's asyncio client).
+
+    Args:
+        url: ``redis://[user:password@]host:port/db`` (or ``rediss://``).
+        prefix: every key and the pub/sub channel start with it, so several
+            deployments can share one Redis server without seeing each other.
+        node_timeout: seconds after which a node that stopped answering is
+            considered dead and its members are removed from every channel.
+    """
+
+    def __init__(self, url: str, prefix: str = "conveyor", node_timeout: float = 10.0) -> None:
+        if node_timeout <= 0:
+            raise ValueError("node_timeout must be positive")
+        self.url = url
+        self.keys = wire.Keys(prefix)
+        self.node_timeout = node_timeout
+        self._beat_every = node_timeout / 6
+        self._heartbeat_ms = max(1, int(node_timeout * 2000 / 3))
+        self._redis: Redis | None = None
+        self._node: Node | None = None
+        self.node_id = secrets.token_hex(8)
+        self._up = False
+        self._outage_logged = False
+        self._broken = asyncio.Event()
+        self._first_try = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._max_id = 0
+        self._pending_leaves: set[tuple[str, int]] = set()
+        self._outbox: list[tuple[str, asyncio.Future[None]]] = []
+        self._outbox_ready = asyncio.Event()
+        self._last_channel_refresh = 0.0
+        self._scripts: dict[str, Any] = {}
+
+    # -- life cycle -------------------------------------------------------
+
+    async def start(self, node: Node) -> None:
+        self._node = node
+        self._redis = Redis.from_url(
+            self.url,
+            decode_responses=True,
+            encoding_errors="surrogatepass",
+            socket_connect_timeout=max(0.5, min(2.0, self.node_timeout / 3)),
+            socket_timeout=max(1.0, self.node_timeout),
+            retry=Retry(NoBackoff(), 0),
+        )
+        for name in ("JOIN", "LEAVE", "TAKE_TOKEN", "RAISE_IDS"):
+            self._scripts[name] = self._redis.register_script(getattr(wire, name))
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._subscriber()),
+            loop.create_task(self._heartbeat()),
+            loop.create_task(self._publisher()),
+        ]
+        # Serve only after the first attempt: a restarted deployment has swept
+        # its dead predecessors by then (or reports the outage on /health).
+        await self._first_try.wait()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._redis is not None and self._up:
+            # On failure the others sweep this node once its heartbeat expires.
+            with contextlib.suppress(*_FAILURES):
+                await self._sweep(self.node_id, force=True)
+        self._up = False
+        self._fail_outbox()
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+        self._node = None
+
+    async def healthy(self) -> bool:
+        if not self._up or self._redis is None:
+            return False
+        try:
+            await self._redis.ping()
+        except _FAILURES as exc:
+            self._mark_down(exc)
+            return False
+        return True
+
+    # -- the contract -----------------------------------------------------
+
+    async def next_connection_id(self) -> int:
+        fd = int(await self._call(lambda r: r.incr(self.keys.ids)))
+        self._max_id = max(self._max_id, fd)
+        return fd
+
+    async def publish(self, delivery: Delivery) -> None:
+        self._require_up()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outbox.append((wire.encode_delivery(delivery), future))
+        self._outbox_ready.set()
+        await future
+
+    async def join(self, channel: str, fd: int, user_id: UserId | None, announce: bool) -> None:
+        await self._call(lambda r: self._join(r, channel, fd, user_id, announce, quiet=False))
+
+    async def leave(self, channel: str, fd: int, announce: bool) -> None:
+        try:
+            await self._call(lambda r: self._leave(r, channel, fd, announce, ""))
+        except BackendUnavailable:
+            # Applied when Redis is back (the old node id's sweep covers it too).
+            self._pending_leaves.add((channel, fd))
+            raise
+
+    async def members(self, channel: str) -> dict[int, UserId | None]:
+        flat = cast("dict[str, str]",
+                    await self._call(lambda r: r.hgetall(self.keys.channel(channel))))
+        return {fd: wire.user_of(v) for fd, v in sorted((int(k), v) for k, v in flat.items())}
+
+    async def channels(self) -> list[ChannelInfo]:
+        return await self._call(self._channels)
+
+    async def store_token(self, token: str, grant: TokenGrant, ttl: float) -> None:
+        key = self.keys.token(_digest(token))
+        value = wire.encode_grant(grant)
+        await self._call(lambda r: r.set(key, value, px=max(1, int(ttl * 1000))))
+
+    async def take_token(self, token: str, channel: str | None = None) -> TokenGrant | None:
+        args = ["0", ""] if channel is None else ["1", channel]
+        key = self.keys.token(_digest(token))
+        value = await self._call(lambda r: self._scripts["TAKE_TOKEN"](keys=[key], args=args))
+        return None if value is None else wire.decode_grant(value)
+
+    # -- Redis calls ------------------------------------------------------
+
+    def _require_up(self) -> None:
+        if not self._up or self._redis is None:
+            raise BackendUnavailable("Redis is unreachable")
+
+    async def _call(self, fn: Callable[[Redis], Awaitable[T]]) -> T:
+        """Run ``fn`` against Redis; a connection failure becomes BackendUnavailable."""
+        self._require_up()
+        assert self._redis is not None
+        try:
+            return await fn(self._redis)
+        except _FAILURES as exc:
+            self._mark_down(exc)
+            raise BackendUnavailable("Redis is unreachable") from exc
+
+    async def _join(self, r: Redis, channel: str, fd: int, user_id: UserId | None,
+                    announce: bool, quiet: bool) -> None:
+        keys = [self.keys.channel(channel), self.keys.channels, self.keys.fds(self.node_id)]
+        args = [fd, wire.member_value(self.node_id, user_id), channel, self.keys.bus,
+                int(announce), int(quiet), LINGER]
+        await self._scripts["JOIN"](keys=keys, args=args, client=r)
+
+    async def _leave(self, r: Redis, channel: str, fd: int, announce: bool, owner: str) -> bool:
+        keys = [self.keys.channel(channel), self.keys.channels,
+                self.keys.fds(owner or self.node_id)]
+        args = [fd, channel, self.keys.bus, int(announce), owner]
+        return bool(await self._scripts["LEAVE"](keys=keys, args=args, client=r))
+
+    async def _channels(self, r: Redis) -> list[ChannelInfo]:
+        names = sorted(cast("set[str]", await r.smembers(self.keys.channels)))
+        async with r.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hvals(self.keys.channel(name))
+            values: list[list[str]] = await pipe.execute()
+        infos = []
+        for name, vals in zip(names, values, strict=True):
+            if vals:
+                users = {v.split("|", 1)[1] for v in vals} - {"null"}
+                infos.append(ChannelInfo(name, len(vals), len(users)))
+        return infos
+
+    # -- outages ----------------------------------------------------------
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if self._up:
+            self._up = False
+            self._broken.set()
+        if not self._outage_logged:
+            self._outage_logged = True
+            BACKEND.error("Redis at %s is unreachable (%s); keeping local connections "
+                          "and retrying", _where(self.url), type(exc).__name__)
+
+    async def _subscriber(self) -> None:
+        """Keep the bus subscription alive; recover this node after each outage."""
+        delay = 0.05
+        while True:
+            assert self._redis is not None
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.keys.bus)
+                await self._recover()
+                delay = 0.05
+                self._first_try.set()
+                await self._listen(pubsub)
+            except _FAILURES as exc:
+                self._mark_down(exc)
+            except Exception as exc:
+                BACKEND.exception("the Redis subscription failed")
+                self._mark_down(exc)
+            finally:
+                self._first_try.set()
+                await _quietly(pubsub.aclose())  # type: ignore[no-untyped-call]
+            await asyncio.sleep(delay * (1 + random.random() / 2))
+            delay = min(delay * 2, _MAX_BACKOFF)
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        while not self._broken.is_set():
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is not None and message.get("type") == "message":
+                self._dispatch(message["data"])
+
+    def _dispatch(self, raw: str) -> None:
+        node = self._node
+        if node is None:
+            return
+        try:
+            item = wire.decode(raw)
+            if isinstance(item, Delivery):
+                node.deliver(item)
+            elif isinstance(item, PresenceChange):
+                node.presence(item)
+        except Exception:
+            BACKEND.exception("could not handle a bus message of %d characters", len(raw))
+
+    async def _recover(self) -> None:
+        """(Re)register this node, its members and the id counter; sweep the dead."""
+        assert self._redis is not None and self._node is not None
+        r = self._redis
+        old_id, self.node_id = self.node_id, secrets.token_hex(8)
+        self._broken.clear()
+        await self._beat(r, first=True)
+        await self._scripts["RAISE_IDS"](keys=[self.keys.ids], args=[self._max_id, LINGER],
+                                         client=r)
+        restored = 0
+        for fd, (channel, user_id) in sorted(self._node.local_members().items()):
+            await self._join(r, channel, fd, user_id, announce=True, quiet=True)
+            restored += 1
+        await r.delete(self.keys.heartbeat(old_id))
+        await self._sweep_dead(r)
+        # Leaves that failed while Redis was away; none can start before _up.
+        while self._pending_leaves:
+            channel, fd = self._pending_leaves.pop()
+            await self._leave(r, channel, fd, True, "")
+        self._up = True
+        if self._outage_logged:
+            self._outage_logged = False
+            BACKEND.warning("Redis at %s is reachable again; %d members registered",
+                            _where(self.url), restored)
+
+    # -- liveness ---------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._beat_every)
+            if not self._up or self._redis is None:
+                continue
+            try:
+                await self._beat(self._redis)
+                await self._sweep_dead(self._redis)
+                if loop.time() - self._last_channel_refresh > _REFRESH_CHANNELS_EVERY:
+                    await self._refresh_channels(self._redis)
+                    self._last_channel_refresh = loop.time()
+            except _FAILURES as exc:
+                self._mark_down(exc)
+
+    async def _beat(self, r: Redis, first: bool = False) -> None:
+        async with r.pipeline(transaction=False) as pipe:
+            # After the first beat the key must still be there: if it expired,
+            # the others may have swept this node, which must then register anew.
+            pipe.set(self.keys.heartbeat(self.node_id), "1", px=self._heartbeat_ms,
+                     xx=not first)
+            pipe.sadd(self.keys.nodes, self.node_id)
+            pipe.expire(self.keys.nodes, LINGER)
+            pipe.expire(self.keys.fds(self.node_id), LINGER)
+            pipe.expire(self.keys.ids, LINGER)
+            lived = (await pipe.execute())[0]
+        if not lived:
+            raise _Lapsed("this node's heartbeat expired")
+
+    async def _refresh_channels(self, r: Redis) -> None:
+        assert self._node is not None
+        names = {channel for channel, _ in self._node.local_members().values()}
+        async with r.pipeline(transaction=False) as pipe:
+            pipe.expire(self.keys.channels, LINGER)
+            for name in names:
+                pipe.expire(self.keys.channel(name), LINGER)
+            await pipe.execute()
+
+    async def _sweep_dead(self, r: Redis) -> None:
+        nodes = sorted(cast("set[str]", await r.smembers(self.keys.nodes)))
+        async with r.pipeline(transaction=False) as pipe:
+            for node in nodes:
+                pipe.exists(self.keys.heartbeat(node))
+            alive = await pipe.execute()
+        for node, is_alive in zip(nodes, alive, strict=True):
+            if not is_alive and node != self.node_id:
+                await self._sweep(node)
+
+    async def _sweep(self, node: str, force: bool = False) -> None:
+        """Remove every member ``node`` owns, with leave updates, then the node itself."""
+        assert self._redis is not None
+        r = self._redis
+        claimed = await r.set(self.keys.sweep(node), self.node_id, nx=True,
+                              px=max(1000, int(self.node_timeout * 1000)))
+        if not claimed and not force:
+            return
+        owned = cast("dict[str, str]", await r.hgetall(self.keys.fds(node)))
+        for fd, channel in owned.items():
+            await self._leave(r, channel, int(fd), True, node)
+        async with r.pipeline(transaction=False) as pipe:
+            pipe.delete(self.keys.fds(node), self.keys.heartbeat(node), self.keys.sweep(node))
+            pipe.srem(self.keys.nodes, node)
+            await pipe.execute()
+        if owned:
+            BACKEND.info("removed %d members of node %s", len(owned), node)
+
+    # -- ordered publishing -----------------------------------------------
+
+    async def _publisher(self) -> None:
+        """Send queued deliveries in order, many per round trip, one batch at a time."""
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            while self._outbox:
+                batch = self._outbox[:_PUBLISH_BATCH]
+                del self._outbox[:_PUBLISH_BATCH]
+                await self._send_batch(batch)
+
+    async def _send_batch(self, batch: list[tuple[str, asyncio.Future[None]]]) -> None:
+        error: BaseException | None = None
+        try:
+            self._require_up()
+            assert self._redis is not None
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for payload, _ in batch:
+                    pipe.publish(self.keys.bus, payload)
+                await pipe.execute()
+        except BackendUnavailable as exc:
+            error = exc
+        except _FAILURES as exc:
+            self._mark_down(exc)
+            error = BackendUnavailable("Redis is unreachable")
+        for _, future in batch:
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+    def _fail_outbox(self) -> None:
+        for _, future in self._outbox:
+            if not future.done():
+                future.set_exception(BackendUnavailable("the backend stopped"))
+        self._outbox.clear()
+
+
+def _digest(token: str) -> str:
+    # Tokens are stored by digest so that reading Redis does not reveal them.
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _where(url: str) -> str:
+    """Host and port of ``url``, never its password."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 6379}"
+
+
+async def _quietly(awaitable: Awaitable[Any]) -> None:
+    # Closing a broken connection may fail in any way; it is being dropped anyway.
+    with contextlib.suppress(Exception):
+        await awaitable
