@@ -3,8 +3,10 @@
 Keys, all under one deployment prefix ``P``:
 
 - ``P:ids`` (string): the connection-id counter (INCR).
-- ``P:ch:<channel>`` (hash): member fd -> ``<owner node id>|<user id as JSON>``;
-  the user id is ``null`` when the member has none. Emptied hashes vanish.
+- ``P:ch:<channel>`` (hash): member fd -> ``<owner node id><mark><user id as JSON>``;
+  the mark is ``|`` when the member's changes are announced (presence on),
+  ``!`` when not; the user id is ``null`` when the member has none. Emptied
+  hashes vanish.
 - ``P:channels`` (set): names of channels that have members.
 - ``P:nodes`` (set): ids of nodes that registered.
 - ``P:node:<id>`` (string with a TTL): a node's heartbeat; gone means dead.
@@ -15,15 +17,19 @@ Keys, all under one deployment prefix ``P``:
 One pub/sub channel, ``P:bus``, carries every delivery (``D`` + header + a
 newline + the encoded frame) and every presence change (``P`` + JSON built
 by the membership scripts, which publish the roster in the same atomic step
-as the change, so one channel's changes are announced in mutation order).
+as the change, so one channel's changes are announced in mutation order),
+and ``R`` + node id, a marker a node sends itself after an outage.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .. import frames
 from ..types import Delivery, PresenceChange, TokenGrant, UserId
+
+_MARK = re.compile(r"[|!]")
 
 # Builds the presence message from the hash KEYS[1] right after a change.
 # User ids are copied as stored JSON text: Lua never decodes them, so wide
@@ -34,14 +40,14 @@ local function roster(kind, channel, fd)
   local parts = {}
   for i = 1, #flat, 2 do
     local v = flat[i + 1]
-    local bar = string.find(v, '|', 1, true)
+    local bar = string.find(v, '[|!]')
     parts[#parts + 1] = '[' .. flat[i] .. ',' .. string.sub(v, bar + 1) .. ']'
   end
   return 'P{"k":"' .. kind .. '","c":' .. cjson.encode(channel) .. ',"f":' .. fd
     .. ',"m":[' .. table.concat(parts, ',') .. ']}'
 end
 local function userpart(v)
-  return string.sub(v, string.find(v, '|', 1, true) + 1)
+  return string.sub(v, string.find(v, '[|!]') + 1)
 end
 """
 
@@ -60,15 +66,18 @@ return 1
 """
 
 # KEYS: channel hash, channels set, a fds hash to forget the fd in.
-# ARGV: fd, channel, bus, announce, owner ("" = whoever owns it).
+# ARGV: fd, channel, bus, announce ("1", "0", or "auto": as the member joined),
+# owner ("" = whoever owns it).
 LEAVE = _ROSTER + """
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return 0 end
-if ARGV[5] ~= '' and string.sub(v, 1, #ARGV[5] + 1) ~= ARGV[5] .. '|' then return 0 end
+local mark = string.find(v, '[|!]')
+if ARGV[5] ~= '' and string.sub(v, 1, mark - 1) ~= ARGV[5] then return 0 end
+local announce = ARGV[4] == '1' or (ARGV[4] == 'auto' and string.sub(v, mark, mark) == '|')
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
-if ARGV[4] == '1' then redis.call('PUBLISH', ARGV[3], roster('leave', ARGV[2], ARGV[1])) end
+if announce then redis.call('PUBLISH', ARGV[3], roster('leave', ARGV[2], ARGV[1])) end
 return 1
 """
 
@@ -87,11 +96,17 @@ return v
 
 # KEYS: id counter. ARGV: the highest id this node has handed out, linger.
 RAISE_IDS = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+local current = redis.call('GET', KEYS[1])
+if not current or tonumber(current) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
+
+
+#: Bus message a node sends itself after registering again (followed by its id).
+RESYNC = "R"
 
 
 class Keys:
@@ -120,12 +135,17 @@ class Keys:
         return f"{self.prefix}:tok:{digest}"
 
 
-def member_value(node: str, user_id: UserId | None) -> str:
-    return f"{node}|{frames.dumps(user_id)}"
+def member_value(node: str, user_id: UserId | None, announced: bool) -> str:
+    return node + ("|" if announced else "!") + frames.dumps(user_id)
+
+
+def user_json(value: str) -> str:
+    """The user id part of a member value, as stored JSON text."""
+    return _MARK.split(value, 1)[1]
 
 
 def user_of(value: str) -> UserId | None:
-    user: UserId | None = frames.loads(value.split("|", 1)[1])
+    user: UserId | None = frames.loads(user_json(value))
     return user
 
 

@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import random
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -80,12 +80,19 @@ class RedisBackend(Backend):
         self._broken = asyncio.Event()
         self._first_try = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._helpers: set[asyncio.Task[None]] = set()
         self._max_id = 0
         self._pending_leaves: set[tuple[str, int]] = set()
         self._outbox: list[tuple[str, asyncio.Future[None]]] = []
         self._outbox_ready = asyncio.Event()
         self._last_channel_refresh = 0.0
         self._scripts: dict[str, Any] = {}
+        # Whether the manager announces membership changes (its presence
+        # setting); members registered again after an outage follow it.
+        self._announces = False
+        # The last roster seen per channel, to correct local members' view
+        # after an outage during which announcements were missed.
+        self._rosters: dict[str, tuple[tuple[int, UserId | None], ...]] = {}
 
     # -- life cycle -------------------------------------------------------
 
@@ -112,9 +119,10 @@ class RedisBackend(Backend):
         await self._first_try.wait()
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._helpers]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
         if self._redis is not None and self._up:
             # On failure the others sweep this node once its heartbeat expires.
@@ -152,6 +160,7 @@ class RedisBackend(Backend):
         await future
 
     async def join(self, channel: str, fd: int, user_id: UserId | None, announce: bool) -> None:
+        self._announces = announce
         await self._call(lambda r: self._join(r, channel, fd, user_id, announce, quiet=False))
 
     async def leave(self, channel: str, fd: int, announce: bool) -> None:
@@ -200,14 +209,17 @@ class RedisBackend(Backend):
     async def _join(self, r: Redis, channel: str, fd: int, user_id: UserId | None,
                     announce: bool, quiet: bool) -> None:
         keys = [self.keys.channel(channel), self.keys.channels, self.keys.fds(self.node_id)]
-        args = [fd, wire.member_value(self.node_id, user_id), channel, self.keys.bus,
+        args = [fd, wire.member_value(self.node_id, user_id, announce), channel, self.keys.bus,
                 int(announce), int(quiet), LINGER]
         await self._scripts["JOIN"](keys=keys, args=args, client=r)
 
-    async def _leave(self, r: Redis, channel: str, fd: int, announce: bool, owner: str) -> bool:
+    async def _leave(self, r: Redis, channel: str, fd: int, announce: bool | None,
+                     owner: str) -> bool:
+        """Remove ``fd``; ``announce`` None announces as the member's join was."""
         keys = [self.keys.channel(channel), self.keys.channels,
                 self.keys.fds(owner or self.node_id)]
-        args = [fd, channel, self.keys.bus, int(announce), owner]
+        flag = "auto" if announce is None else int(announce)
+        args = [fd, channel, self.keys.bus, flag, owner]
         return bool(await self._scripts["LEAVE"](keys=keys, args=args, client=r))
 
     async def _channels(self, r: Redis) -> list[ChannelInfo]:
@@ -219,7 +231,7 @@ class RedisBackend(Backend):
         infos = []
         for name, vals in zip(names, values, strict=True):
             if vals:
-                users = {v.split("|", 1)[1] for v in vals} - {"null"}
+                users = {wire.user_json(v) for v in vals} - {"null"}
                 infos.append(ChannelInfo(name, len(vals), len(users)))
         return infos
 
@@ -268,10 +280,15 @@ class RedisBackend(Backend):
         if node is None:
             return
         try:
+            if raw.startswith(wire.RESYNC):
+                if raw[len(wire.RESYNC):] == self.node_id:
+                    self._spawn(self._resync())
+                return
             item = wire.decode(raw)
             if isinstance(item, Delivery):
                 node.deliver(item)
             elif isinstance(item, PresenceChange):
+                self._remember(item)
                 node.presence(item)
         except Exception:
             BACKEND.exception("could not handle a bus message of %d characters", len(raw))
@@ -287,19 +304,56 @@ class RedisBackend(Backend):
                                          client=r)
         restored = 0
         for fd, (channel, user_id) in sorted(self._node.local_members().items()):
-            await self._join(r, channel, fd, user_id, announce=True, quiet=True)
+            await self._join(r, channel, fd, user_id, self._announces, quiet=True)
             restored += 1
         await r.delete(self.keys.heartbeat(old_id))
         await self._sweep_dead(r)
         # Leaves that failed while Redis was away; none can start before _up.
         while self._pending_leaves:
             channel, fd = self._pending_leaves.pop()
-            await self._leave(r, channel, fd, True, "")
+            await self._leave(r, channel, fd, None, "")
+        # Announcements published while this node was not listening are lost
+        # to it; once this marker comes back, everything before it has been
+        # handled and the local view can be corrected (see _resync).
+        await r.publish(self.keys.bus, wire.RESYNC + self.node_id)
         self._up = True
         if self._outage_logged:
             self._outage_logged = False
             BACKEND.warning("Redis at %s is reachable again; %d members registered",
                             _where(self.url), restored)
+
+    def _remember(self, change: PresenceChange) -> None:
+        if change.members:
+            self._rosters[change.channel] = change.members
+        else:
+            self._rosters.pop(change.channel, None)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._helpers.add(task)
+        task.add_done_callback(self._helpers.discard)
+
+    async def _resync(self) -> None:
+        """Show local members the changes to their channels they missed during an outage.
+
+        For each channel with local members whose roster was announced before,
+        the difference between that roster and the stored one is announced
+        locally, one leave or join at a time, ending on the stored roster.
+        """
+        assert self._node is not None
+        local = {channel for channel, _ in self._node.local_members().values()}
+        for channel in sorted(local & self._rosters.keys()):
+            try:
+                now = await self.members(channel)
+            except BackendUnavailable:
+                return
+            before = self._rosters.get(channel)
+            if before is None:
+                continue
+            for change in _differences(channel, dict(before), now):
+                self._remember(change)
+                if self._node is not None:
+                    self._node.presence(change)
 
     # -- liveness ---------------------------------------------------------
 
@@ -361,7 +415,7 @@ class RedisBackend(Backend):
             return
         owned = cast("dict[str, str]", await r.hgetall(self.keys.fds(node)))
         for fd, channel in owned.items():
-            await self._leave(r, channel, int(fd), True, node)
+            await self._leave(r, channel, int(fd), None, node)
         async with r.pipeline(transaction=False) as pipe:
             pipe.delete(self.keys.fds(node), self.keys.heartbeat(node), self.keys.sweep(node))
             pipe.srem(self.keys.nodes, node)
@@ -408,6 +462,26 @@ class RedisBackend(Backend):
             if not future.done():
                 future.set_exception(BackendUnavailable("the backend stopped"))
         self._outbox.clear()
+
+
+def _differences(channel: str, before: dict[int, UserId | None],
+                 now: dict[int, UserId | None]) -> list[PresenceChange]:
+    """Leaves then joins (or user changes) that turn ``before`` into ``now``."""
+    changes = []
+    roster = dict(before)
+    for fd in sorted(set(before) - set(now)):
+        del roster[fd]
+        changes.append(PresenceChange("leave", channel, fd, tuple(sorted(roster.items()))))
+    for fd, user in now.items():
+        if fd in roster and _same(roster[fd], user):
+            continue
+        roster[fd] = user
+        changes.append(PresenceChange("join", channel, fd, tuple(sorted(roster.items()))))
+    return changes
+
+
+def _same(a: UserId | None, b: UserId | None) -> bool:
+    return type(a) is type(b) and a == b
 
 
 def _digest(token: str) -> str:
