@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -43,6 +43,8 @@ T = TypeVar("T")
 LINGER = 24 * 3600
 _REFRESH_CHANNELS_EVERY = LINGER / 8
 _MAX_BACKOFF = 2.0
+_POOL_SIZE = 64
+_POOL_WAIT = 20.0
 _PUBLISH_BATCH = 512
 
 
@@ -98,14 +100,20 @@ class RedisBackend(Backend):
 
     async def start(self, node: Node) -> None:
         self._node = node
-        self._redis = Redis.from_url(
+        # A bounded pool: a burst of work waits for a connection instead of
+        # opening one per coroutine. Failures surface at once (no retries) so
+        # that an outage is noticed and handled in one place.
+        pool = BlockingConnectionPool.from_url(
             self.url,
+            max_connections=_POOL_SIZE,
+            timeout=_POOL_WAIT,
             decode_responses=True,
             encoding_errors="surrogatepass",
-            socket_connect_timeout=max(0.5, min(2.0, self.node_timeout / 3)),
-            socket_timeout=max(1.0, self.node_timeout),
+            socket_connect_timeout=max(1.0, min(2.0, self.node_timeout / 3)),
+            socket_timeout=max(5.0, self.node_timeout),
             retry=Retry(NoBackoff(), 0),
         )
+        self._redis = Redis(connection_pool=pool)
         for name in ("JOIN", "LEAVE", "TAKE_TOKEN", "RAISE_IDS"):
             self._scripts[name] = self._redis.register_script(getattr(wire, name))
         loop = asyncio.get_running_loop()
@@ -131,7 +139,7 @@ class RedisBackend(Backend):
         self._up = False
         self._fail_outbox()
         if self._redis is not None:
-            await self._redis.aclose()
+            await self._redis.aclose(close_connection_pool=True)
             self._redis = None
         self._node = None
 
