@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
@@ -10,6 +11,8 @@ import tempfile
 import time
 import uuid
 from typing import Any
+
+import pytest
 
 from conveyor_asgi.backends.base import Backend
 from conveyor_asgi.backends.memory import MemoryBackend
@@ -63,6 +66,18 @@ def make_backend(kind: str, redis_url: str | None, **kw: Any) -> Backend:
     kw.setdefault("prefix", unique_prefix())
     kw.setdefault("node_timeout", 3.0)
     return RedisBackend(redis_url, **kw)
+
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def own_redis_server(persist: bool = False) -> RedisServer:
+    """A started RedisServer; without redis-server, skip (outside CI) or fail (in CI)."""
+    if shutil.which("redis-server") is None:
+        if IN_CI:
+            pytest.fail("redis-server is not installed")
+        pytest.skip("redis-server is not installed (needed to stop and start Redis)")
+    return RedisServer(persist=persist).start()
 
 
 class RedisServer:

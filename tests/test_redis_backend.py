@@ -15,7 +15,7 @@ from conveyor_asgi.errors import BackendUnavailable
 from conveyor_asgi.settings import Settings
 from conveyor_asgi.types import Delivery, PresenceChange, TokenGrant
 
-from .backend_support import RecordingNode, RedisServer, unique_prefix
+from .backend_support import RecordingNode, RedisServer, own_redis_server, unique_prefix
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -142,7 +142,7 @@ async def test_a_node_presumed_dead_registers_its_members_again(start, raw) -> N
 
 
 async def test_an_outage_refuses_work_and_recovery_applies_what_happened_meanwhile() -> None:
-    server = RedisServer(persist=True).start()
+    server = own_redis_server(persist=True)
     prefix = unique_prefix()
     a = RedisBackend(server.url, prefix=prefix, node_timeout=1.2)
     b = RedisBackend(server.url, prefix=prefix, node_timeout=1.2)
@@ -180,6 +180,22 @@ async def test_an_outage_refuses_work_and_recovery_applies_what_happened_meanwhi
     finally:
         await a.stop()
         await b.stop()
+        server.close()
+
+
+async def test_a_node_started_while_redis_is_down_serves_once_it_is_up() -> None:
+    server = RedisServer()  # a free port, nothing listening yet
+    backend = RedisBackend(server.url, prefix=unique_prefix(), node_timeout=1.2)
+    try:
+        await backend.start(RecordingNode())
+        assert await backend.healthy() is False
+        with pytest.raises(BackendUnavailable):
+            await backend.next_connection_id()
+        server.start()
+        assert await _until(backend.healthy)
+        assert await backend.next_connection_id() == 1
+    finally:
+        await backend.stop()
         server.close()
 
 

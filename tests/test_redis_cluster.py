@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 import websockets
 
-from .backend_support import RedisServer, unique_prefix
+from .backend_support import RedisServer, own_redis_server, unique_prefix
 from .support import Client, ServerProcess, ahttp
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -231,7 +231,7 @@ async def _settled_snapshot(server: ServerProcess, channel: str,
 
 
 async def test_an_outage_of_redis_keeps_clients_and_recovers(nodes: Nodes) -> None:
-    redis_server = RedisServer().start()
+    redis_server = own_redis_server()
     try:
         await _outage_scenario(nodes, redis_server)
     finally:
