@@ -39,8 +39,9 @@ def nodes(redis_url: str) -> Iterator[Nodes]:
     prefix = unique_prefix()
     started: list[ServerProcess] = []
 
-    def start(args: list[str] | None = None, url: str | None = None) -> ServerProcess:
-        server = ServerProcess(_env(url or redis_url, prefix), args=args)
+    def start(args: list[str] | None = None, url: str | None = None,
+              **env: str) -> ServerProcess:
+        server = ServerProcess(_env(url or redis_url, prefix, **env), args=args)
         started.append(server)
         return server.start()
 
@@ -171,11 +172,39 @@ async def test_a_killed_node_disappears_and_a_restart_finds_no_ghosts(nodes: Nod
 async def test_four_workers_agree_on_a_crowd_joining_and_leaving_at_once(
     nodes: Nodes, redis_url: str,
 ) -> None:
-    server = nodes(args=["--workers", "4"])
-    clients = await asyncio.gather(*(Client.connect(_auth(server.ws)) for _ in range(200)))
+    # Liveness is not under test here: a generous timeout keeps a worker that
+    # a loaded machine stalls for a moment from being presumed dead.
+    server = nodes(args=["--workers", "4"], CONVEYOR_NODE_TIMEOUT="15")
+    assert await _workers_registered(redis_url, nodes.prefix, 4)  # type: ignore[attr-defined]
+    opened = await asyncio.gather(*(Client.connect(_auth(server.ws)) for _ in range(200)),
+                                  return_exceptions=True)
+    clients = [c for c in opened if isinstance(c, Client)]
     last: dict[int, dict[str, Any]] = {}
     readers = [asyncio.create_task(_record_presence(c, last)) for c in clients]
+    try:
+        assert len(clients) == 200, [e for e in opened if not isinstance(e, Client)][:3]
+        await _crowd(server, clients, last, redis_url, nodes.prefix)  # type: ignore[attr-defined]
+    finally:
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
+
+async def _workers_registered(redis_url: str, prefix: str, count: int) -> bool:
+    """Wait (bounded) until ``count`` nodes of ``prefix`` have registered in Redis."""
+    raw = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        for _ in range(200):
+            if await raw.scard(f"{prefix}:nodes") >= count:
+                return True
+            await asyncio.sleep(0.1)
+        return False
+    finally:
+        await raw.aclose()
+
+
+async def _crowd(server: ServerProcess, clients: list[Client], last: dict[int, dict[str, Any]],
+                 redis_url: str, prefix: str) -> None:
     await asyncio.gather(*(c.join("crowd") for c in clients))
     random.seed(7)
     leaving = random.sample(clients, 100)
@@ -194,12 +223,9 @@ async def test_four_workers_agree_on_a_crowd_joining_and_leaving_at_once(
         assert last[client.fd]["fds"] == snapshot, f"connection {client.fd} saw a stale roster"
     # The crowd really was spread over several worker processes.
     raw = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    members = await raw.hgetall(f"{nodes.prefix}:ch:crowd")  # type: ignore[attr-defined]
+    members = await raw.hgetall(f"{prefix}:ch:crowd")
     await raw.aclose()
     assert len({value.split("|")[0] for value in members.values()}) > 1
-    for task in readers:
-        task.cancel()
-    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 
 async def _record_presence(client: Client, last: dict[int, dict[str, Any]]) -> None:

@@ -35,6 +35,7 @@ from ..errors import BackendUnavailable
 from ..logging import BACKEND
 from ..types import ChannelInfo, Delivery, PresenceChange, TokenGrant, UserId
 from . import _redis_wire as wire
+from ._outbox import Outbox
 from .base import Backend, Node
 
 T = TypeVar("T")
@@ -45,7 +46,6 @@ _REFRESH_CHANNELS_EVERY = LINGER / 8
 _MAX_BACKOFF = 2.0
 _POOL_SIZE = 64
 _POOL_WAIT = 20.0
-_PUBLISH_BATCH = 512
 
 
 class _Lapsed(RedisError):
@@ -85,8 +85,7 @@ class RedisBackend(Backend):
         self._helpers: set[asyncio.Task[None]] = set()
         self._max_id = 0
         self._pending_leaves: set[tuple[str, int]] = set()
-        self._outbox: list[tuple[str, asyncio.Future[None]]] = []
-        self._outbox_ready = asyncio.Event()
+        self._outbox = Outbox(self._publish_batch)
         self._last_channel_refresh = 0.0
         self._scripts: dict[str, Any] = {}
         # Whether the manager announces membership changes (its presence
@@ -120,7 +119,7 @@ class RedisBackend(Backend):
         self._tasks = [
             loop.create_task(self._subscriber()),
             loop.create_task(self._heartbeat()),
-            loop.create_task(self._publisher()),
+            loop.create_task(self._outbox.run()),
         ]
         # Serve only after the first attempt: a restarted deployment has swept
         # its dead predecessors by then (or reports the outage on /health).
@@ -137,7 +136,7 @@ class RedisBackend(Backend):
             with contextlib.suppress(*_FAILURES):
                 await self._sweep(self.node_id, force=True)
         self._up = False
-        self._fail_outbox()
+        self._outbox.fail_all(BackendUnavailable("the backend stopped"))
         if self._redis is not None:
             await self._redis.aclose(close_connection_pool=True)
             self._redis = None
@@ -162,10 +161,7 @@ class RedisBackend(Backend):
 
     async def publish(self, delivery: Delivery) -> None:
         self._require_up()
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outbox.append((wire.encode_delivery(delivery), future))
-        self._outbox_ready.set()
-        await future
+        await self._outbox.put(wire.encode_delivery(delivery))
 
     async def join(self, channel: str, fd: int, user_id: UserId | None, announce: bool) -> None:
         self._announces = announce
@@ -249,7 +245,10 @@ class RedisBackend(Backend):
         if self._up:
             self._up = False
             self._broken.set()
-        if not self._outage_logged:
+        if isinstance(exc, _Lapsed):
+            BACKEND.warning("this node missed its heartbeat deadline and may have been "
+                            "presumed dead; registering it again")
+        elif not self._outage_logged:
             self._outage_logged = True
             BACKEND.error("Redis at %s is unreachable (%s); keeping local connections "
                           "and retrying", _where(self.url), type(exc).__name__)
@@ -431,45 +430,15 @@ class RedisBackend(Backend):
         if owned:
             BACKEND.info("removed %d members of node %s", len(owned), node)
 
-    # -- ordered publishing -----------------------------------------------
-
-    async def _publisher(self) -> None:
-        """Send queued deliveries in order, many per round trip, one batch at a time."""
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            while self._outbox:
-                batch = self._outbox[:_PUBLISH_BATCH]
-                del self._outbox[:_PUBLISH_BATCH]
-                await self._send_batch(batch)
-
-    async def _send_batch(self, batch: list[tuple[str, asyncio.Future[None]]]) -> None:
-        error: BaseException | None = None
-        try:
-            self._require_up()
-            assert self._redis is not None
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for payload, _ in batch:
-                    pipe.publish(self.keys.bus, payload)
+    async def _publish_batch(self, messages: list[str]) -> None:
+        # One pipeline on one connection: the batch reaches Redis in order.
+        async def send(r: Redis) -> None:
+            async with r.pipeline(transaction=False) as pipe:
+                for message in messages:
+                    pipe.publish(self.keys.bus, message)
                 await pipe.execute()
-        except BackendUnavailable as exc:
-            error = exc
-        except _FAILURES as exc:
-            self._mark_down(exc)
-            error = BackendUnavailable("Redis is unreachable")
-        for _, future in batch:
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
 
-    def _fail_outbox(self) -> None:
-        for _, future in self._outbox:
-            if not future.done():
-                future.set_exception(BackendUnavailable("the backend stopped"))
-        self._outbox.clear()
+        await self._call(send)
 
 
 def _differences(channel: str, before: dict[int, UserId | None],
