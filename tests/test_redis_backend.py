@@ -141,6 +141,31 @@ async def test_a_node_presumed_dead_registers_its_members_again(start, raw) -> N
     assert await b.members("room") == {21: 9}
 
 
+async def test_without_presence_a_swept_node_leaves_and_returns_silently(start, raw) -> None:
+    prefix = unique_prefix()
+    a, node_a = await start(prefix, node_timeout=1.2)
+    b, node_b = await start(prefix, node_timeout=1.2)
+    node_a.members[31] = ("room", "x")
+    await a.join("room", 31, "x", announce=False)
+
+    old_id = a.node_id
+    await raw.delete(f"{prefix}:node:{old_id}")
+    # a registers under a new id and its old record is swept, all without a word.
+    assert await _until(lambda: _is(raw.exists(f"{prefix}:node:{old_id}:fds"), 0))
+    assert await _until(lambda: _is(_new_id_and(a, old_id, b.members("room")), {31: "x"}))
+    await node_b.quiet(0.5)
+    await node_a.quiet(0.1)
+
+
+async def _new_id_and(backend: RedisBackend, old_id: str, value: Awaitable[object]) -> object:
+    result = await value
+    return result if backend.node_id != old_id else None
+
+
+async def _is(value: Awaitable[object], expected: object) -> bool:
+    return await value == expected
+
+
 async def test_an_outage_refuses_work_and_recovery_applies_what_happened_meanwhile() -> None:
     server = own_redis_server(persist=True)
     prefix = unique_prefix()
