@@ -45,6 +45,7 @@ LINGER = 24 * 3600
 _REFRESH_CHANNELS_EVERY = LINGER / 8
 _MAX_BACKOFF = 2.0
 _POOL_SIZE = 64
+_RESTORE_BATCH = 500
 _POOL_WAIT = 20.0
 
 
@@ -73,6 +74,9 @@ class RedisBackend(Backend):
         self.keys = wire.Keys(prefix)
         self.node_timeout = node_timeout
         self._beat_every = node_timeout / 6
+        # How long a quiet subscription waits before checking for a failure
+        # noticed elsewhere (a heartbeat that could not be written).
+        self._listen_wait = min(1.0, self._beat_every)
         self._heartbeat_ms = max(1, int(node_timeout * 2000 / 3))
         self._redis: Redis | None = None
         self._node: Node | None = None
@@ -278,7 +282,8 @@ class RedisBackend(Backend):
 
     async def _listen(self, pubsub: PubSub) -> None:
         while not self._broken.is_set():
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                               timeout=self._listen_wait)
             if message is not None and message.get("type") == "message":
                 self._dispatch(message["data"])
 
@@ -309,20 +314,18 @@ class RedisBackend(Backend):
         await self._beat(r, first=True)
         await self._scripts["RAISE_IDS"](keys=[self.keys.ids], args=[self._max_id, LINGER],
                                          client=r)
-        restored = 0
-        for fd, (channel, user_id) in sorted(self._node.local_members().items()):
-            await self._join(r, channel, fd, user_id, self._announces, quiet=True)
-            restored += 1
+        restored = await self._restore(r)
         await r.delete(self.keys.heartbeat(old_id))
         await self._sweep_dead(r)
-        # Leaves that failed while Redis was away; none can start before _up.
-        while self._pending_leaves:
-            channel, fd = self._pending_leaves.pop()
-            await self._leave(r, channel, fd, None, "")
         # Announcements published while this node was not listening are lost
         # to it; once this marker comes back, everything before it has been
         # handled and the local view can be corrected (see _resync).
         await r.publish(self.keys.bus, wire.RESYNC + self.node_id)
+        # Leaves that failed while Redis was away. Nothing awaits between the
+        # last one and _up, so none can be left behind.
+        while self._pending_leaves:
+            channel, fd = self._pending_leaves.pop()
+            await self._leave(r, channel, fd, None, "")
         self._up = True
         if self._outage_logged:
             self._outage_logged = False
@@ -361,6 +364,17 @@ class RedisBackend(Backend):
                 self._remember(change)
                 if self._node is not None:
                     self._node.presence(change)
+
+    async def _restore(self, r: Redis) -> int:
+        """Register every local member under this node's id, many per round trip."""
+        assert self._node is not None
+        members = sorted(self._node.local_members().items())
+        for start in range(0, len(members), _RESTORE_BATCH):
+            async with r.pipeline(transaction=False) as pipe:
+                for fd, (channel, user_id) in members[start:start + _RESTORE_BATCH]:
+                    await self._join(pipe, channel, fd, user_id, self._announces, quiet=True)
+                await pipe.execute()
+        return len(members)
 
     # -- liveness ---------------------------------------------------------
 
