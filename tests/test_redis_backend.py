@@ -59,6 +59,21 @@ def test_settings_select_the_redis_backend_with_prefix_and_timeout(redis_url: st
     assert backend.node_timeout == 4
 
 
+def test_a_stopped_backend_starts_again_on_another_event_loop(redis_url: str) -> None:
+    backend = RedisBackend(redis_url, prefix=unique_prefix(), node_timeout=2)
+
+    async def round_trip() -> Delivery | PresenceChange:
+        node = RecordingNode()
+        await backend.start(node)
+        try:
+            await backend.publish(Delivery("all", None, "a", "1"))
+            return await node.next()
+        finally:
+            await backend.stop()
+
+    assert asyncio.run(round_trip()) == asyncio.run(round_trip()) == Delivery("all", None, "a", "1")
+
+
 async def test_two_nodes_of_one_prefix_share_state_and_delivery(start) -> None:
     prefix = unique_prefix()
     a, node_a = await start(prefix)

@@ -103,6 +103,11 @@ class RedisBackend(Backend):
 
     async def start(self, node: Node) -> None:
         self._node = node
+        # Fresh loop-bound objects: a stopped backend may be started again on
+        # another event loop (a test client, a reloaded application).
+        self._broken = asyncio.Event()
+        self._first_try = asyncio.Event()
+        self._outbox = Outbox(self._publish_batch)
         # A bounded pool: a burst of work waits for a connection instead of
         # opening one per coroutine. Failures surface at once (no retries) so
         # that an outage is noticed and handled in one place.
@@ -140,6 +145,8 @@ class RedisBackend(Backend):
             with contextlib.suppress(*_FAILURES):
                 await self._sweep(self.node_id, force=True)
         self._up = False
+        self._pending_leaves.clear()
+        self._rosters.clear()
         self._outbox.fail_all(BackendUnavailable("the backend stopped"))
         if self._redis is not None:
             await self._redis.aclose(close_connection_pool=True)
