@@ -266,14 +266,15 @@ async def test_an_outage_of_redis_keeps_clients_and_recovers(nodes: Nodes) -> No
 
 async def _outage_scenario(nodes: Nodes, redis_server: RedisServer) -> None:
     a, b = nodes(url=redis_server.url), nodes(url=redis_server.url)
-    first = await Client.connect(_auth(a.ws))
-    second = await Client.connect(_auth(b.ws))
+    first, leaver = await Client.connect(_auth(a.ws)), await Client.connect(_auth(a.ws))
+    second, quitter = await Client.connect(_auth(b.ws)), await Client.connect(_auth(b.ws))
     await first.send({"action": "assoc-user-to-fd-action", "userId": 1})
-    await first.join("room")
-    await first.presence()
-    await second.join("room")
-    await first.presence()
-    await second.presence()
+    everyone = [first, second, leaver, quitter]
+    for client in everyone:
+        await client.join("room")
+    all_fds = sorted(c.fd for c in everyone if c.fd is not None)
+    for client in everyone:
+        assert await _settle_presence(client) == all_fds
 
     redis_server.stop()
     assert await _health_becomes(a, 503) and await _health_becomes(b, 503)
@@ -282,32 +283,53 @@ async def _outage_scenario(nodes: Nodes, redis_server: RedisServer) -> None:
     assert status == 503
     for n in range(5):
         await first.send({"action": "broadcast-action", "data": n})
-    # Still connected and served locally.
+    # Still connected and served locally; leaving works locally meanwhile.
     await first.send({"action": "base-action", "data": "ping"})
     assert (await first.expect("base-action"))["data"] == "ping"
+    await leaver.close()
+    await quitter.send({"action": "channel-disconnect"})
+    await quitter.send({"action": "base-action", "data": "still here"})
+    assert (await quitter.expect("base-action"))["data"] == "still here"
 
     redis_server.start()
     assert await _health_becomes(a, 200) and await _health_becomes(b, 200)
 
-    # Members were registered again (Redis came back empty) and delivery resumed.
-    expected_room = {"channel": "room", "fds": sorted([first.fd, second.fd]),
-                     "userIds": {str(first.fd): 1}}
+    # Members were registered again (Redis came back empty), the leaves made
+    # during the outage reached the others, and delivery resumed.
+    room = sorted([first.fd, second.fd])
     for node in (a, b):
         assert await ahttp("GET", f"{node.http}/conveyor/channels/room?token={TOKEN}") == (
-            200, expected_room)
+            200, {"channel": "room", "fds": room, "userIds": {str(first.fd): 1}})
+    for client in (first, second):
+        assert await _settle_presence(client) == room
     await second.send({"action": "broadcast-action", "data": "back"})
     for client in (first, second):
-        frame = await _next_broadcast(client)
-        assert frame == {"action": "broadcast-action", "data": "back", "fd": second.fd}
+        assert await client.expect("broadcast-action") == {
+            "action": "broadcast-action", "data": "back", "fd": second.fd}
     newcomer = await Client.connect(_auth(b.ws))
-    assert newcomer.fd not in (first.fd, second.fd)
+    assert newcomer.fd not in all_fds
+    await newcomer.send({"action": "broadcast-action", "data": "lobby"})
+    for client in (newcomer, quitter):
+        assert (await client.expect("broadcast-action"))["data"] == "lobby"
 
     for node in (a, b):
         log = node.output()
         assert log.count("is unreachable") == 1, log
         assert log.count("is reachable again") == 1, log
-    for client in (first, second, newcomer):
+    for client in (first, second, newcomer, quitter):
         await client.close()
+
+
+async def _settle_presence(client: Client, quiet: float = 1.0) -> list[int] | None:
+    """Read presence updates until none comes for ``quiet`` seconds; the last roster."""
+    fds = None
+    while True:
+        try:
+            frame = await client.recv(timeout=quiet)
+        except asyncio.TimeoutError:
+            return fds
+        assert frame["action"] in ("channel-connect", "channel-disconnect"), frame
+        fds = json.loads(frame["data"])["fds"]
 
 
 async def _next_broadcast(client: Client) -> dict[str, Any]:
