@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from conveyor_asgi.backends import backend_from_url
 from conveyor_asgi.backends.redis import RedisBackend
-from conveyor_asgi.errors import BackendUnavailable
+from conveyor_asgi.errors import BackendUnavailable, ConfigurationError
 from conveyor_asgi.settings import Settings
 from conveyor_asgi.types import Delivery, PresenceChange, TokenGrant
 
@@ -72,6 +72,14 @@ def test_a_stopped_backend_starts_again_on_another_event_loop(redis_url: str) ->
             await backend.stop()
 
     assert asyncio.run(round_trip()) == asyncio.run(round_trip()) == Delivery("all", None, "a", "1")
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:port/0", "redis://:s3cret@127.0.0.1:x/0"])
+def test_an_unusable_url_is_refused_without_showing_it(url: str) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        RedisBackend(url)
+    assert "CONVEYOR_BACKEND_URL" in str(refused.value)
+    assert "s3cret" not in str(refused.value)
 
 
 async def test_two_nodes_of_one_prefix_share_state_and_delivery(start) -> None:

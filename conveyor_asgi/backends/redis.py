@@ -27,11 +27,12 @@ from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, ConfigurationError
 from ..logging import BACKEND
 from ..types import ChannelInfo, Delivery, PresenceChange, TokenGrant, UserId
 from . import _redis_wire as wire
@@ -70,6 +71,7 @@ class RedisBackend(Backend):
     def __init__(self, url: str, prefix: str = "conveyor", node_timeout: float = 10.0) -> None:
         if node_timeout <= 0:
             raise ValueError("node_timeout must be positive")
+        _check_url(url)
         self.url = url
         self.keys = wire.Keys(prefix)
         self.node_timeout = node_timeout
@@ -480,6 +482,15 @@ def _differences(channel: str, before: dict[int, UserId | None],
 
 def _same(a: UserId | None, b: UserId | None) -> bool:
     return type(a) is type(b) and a == b
+
+
+def _check_url(url: str) -> None:
+    """Refuse a URL redis-py cannot use, without repeating it (it may hold a password)."""
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"CONVEYOR_BACKEND_URL is not a usable Redis URL: {exc}") \
+            from None
 
 
 def _digest(token: str) -> str:
