@@ -14,6 +14,10 @@ Keys, all under one deployment prefix ``P``:
 - ``P:sweep:<id>`` (string with a TTL): one sweeper at a time per dead node.
 - ``P:tok:<sha256 of token>`` (string with a TTL): a temporary token's grant.
 
+Keys without a short TTL of their own carry a backstop expiry (a day),
+refreshed while they are in use, so a deployment that vanished without a
+trace leaves nothing behind for long.
+
 One pub/sub channel, ``P:bus``, carries every delivery (``D`` + header + a
 newline + the encoded frame) and every presence change (``P`` + JSON built
 by the membership scripts, which publish the roster in the same atomic step
