@@ -142,8 +142,10 @@ class RedisBackend(Backend):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
-        if self._redis is not None and self._up:
-            # On failure the others sweep this node once its heartbeat expires.
+        if self._redis is not None:
+            # Also when an outage or a recovery is under way: whatever this
+            # node registered goes. On failure the others sweep this node once
+            # its heartbeat expires.
             with contextlib.suppress(*_FAILURES):
                 await self._sweep(self.node_id, force=True)
         self._up = False
