@@ -13,6 +13,7 @@ from .errors import (
     MISSING_ACTION,
     UNKNOWN_ACTION,
     ActionError,
+    BackendUnavailable,
     InvalidField,
     Unauthorized,
 )
@@ -214,6 +215,10 @@ class ActionRouter:
             await chain(ctx)
         except ActionError as exc:
             manager.error(conn, exc.code, exc.message)
+        except BackendUnavailable:
+            # The backend logs the outage once; one line per frame would flood.
+            ACTIONS.debug("action '%s' of connection %d dropped: backend unavailable",
+                          _shorten(action), conn.fd)
         except Exception:
             ACTIONS.exception("action '%s' failed for connection %d", _shorten(action), conn.fd)
 

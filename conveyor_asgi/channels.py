@@ -98,7 +98,14 @@ class ChannelManager:
             self._members.setdefault(channel, {})[conn.fd] = conn
             self._lobby.pop(conn.fd, None)
             conn.channel = channel
-            await self.backend.join(channel, conn.fd, conn.user_id, self.settings.use_presence)
+            try:
+                await self.backend.join(channel, conn.fd, conn.user_id, self.settings.use_presence)
+            except BackendUnavailable:
+                # Not a member anywhere then: undo the local half of the join.
+                self._forget_member(conn, channel)
+                conn.channel = None
+                self._lobby[conn.fd] = conn
+                raise
 
     async def leave(self, conn: Connection) -> None:
         async with conn.lock:
@@ -111,23 +118,36 @@ class ChannelManager:
         if channel is None:
             return
         conn.channel = None
+        self._forget_member(conn, channel)
+        try:
+            await self.backend.leave(channel, conn.fd, self.settings.use_presence)
+        except BackendUnavailable:
+            # The local side is done; the backend applies the leave when it is
+            # back, so cleanup never stops half way.
+            CONNECTIONS.debug("connection %d left '%s' while the backend is away", conn.fd,
+                              channel)
+
+    def _forget_member(self, conn: Connection, channel: str) -> None:
         local = self._members.get(channel)
         if local is not None:
             local.pop(conn.fd, None)
             if not local:
                 del self._members[channel]
-        await self.backend.leave(channel, conn.fd, self.settings.use_presence)
 
     async def set_user(self, conn: Connection, user_id: UserId) -> None:
         """Associate ``user_id``; members of its channel see it in presence."""
         async with conn.lock:
             if conn.closed or _same_user(conn.user_id, user_id):
                 return
-            conn.user_id = user_id
+            previous, conn.user_id = conn.user_id, user_id
             if conn.channel is not None:
-                await self.backend.join(
-                    conn.channel, conn.fd, user_id, self.settings.use_presence
-                )
+                try:
+                    await self.backend.join(
+                        conn.channel, conn.fd, user_id, self.settings.use_presence
+                    )
+                except BackendUnavailable:
+                    conn.user_id = previous
+                    raise
 
     def local_members(self) -> dict[int, tuple[str, UserId | None]]:
         return {

@@ -26,19 +26,28 @@ class Node(Protocol):
         """Announce ``change`` to the channel's local members."""
 
     def local_members(self) -> dict[int, tuple[str, UserId | None]]:
-        """Every local connection in a channel: id -> (channel, user id)."""
+        """Every local connection in a channel: id -> (channel, user id).
+
+        A shared backend registers these again after losing its store.
+        """
 
 
 class Backend(abc.ABC):
     """One interface, two implementations: memory (one process) and Redis.
 
     Every method may raise :class:`~conveyor_asgi.errors.BackendUnavailable`
-    when the shared store cannot be reached.
+    when the shared store cannot be reached. A backend that can lose its
+    store reconnects by itself, registers :meth:`Node.local_members` again
+    and reports :meth:`healthy` False meanwhile.
     """
 
     @abc.abstractmethod
     async def start(self, node: Node) -> None:
-        """Connect and start calling ``node`` back."""
+        """Connect and start calling ``node`` back.
+
+        Returns once the first attempt to connect is over; a store that cannot
+        be reached yet is retried in the background (:meth:`healthy` is False).
+        """
 
     @abc.abstractmethod
     async def stop(self) -> None:
@@ -57,7 +66,8 @@ class Backend(abc.ABC):
         """Send ``delivery`` to every node (this one included), once.
 
         Deliveries published one after another from one node reach every node
-        in that order.
+        in that order. Returns once the delivery is on its way; raises
+        ``BackendUnavailable`` when it is not.
         """
 
     @abc.abstractmethod
@@ -67,12 +77,17 @@ class Backend(abc.ABC):
         Also used when a member's user id changes. With ``announce``, every
         node's :meth:`Node.presence` receives the change with the roster as it
         stands right after it; changes to one channel are announced in the
-        order they were made.
+        order they were made. When this raises ``BackendUnavailable`` the
+        caller treats ``fd`` as not joined.
         """
 
     @abc.abstractmethod
     async def leave(self, channel: str, fd: int, announce: bool) -> None:
-        """Remove ``fd`` from ``channel``, announcing as :meth:`join` does."""
+        """Remove ``fd`` from ``channel``, announcing as :meth:`join` does.
+
+        Even when this raises ``BackendUnavailable``, the caller has forgotten
+        the member: the backend applies the leave once it can.
+        """
 
     @abc.abstractmethod
     async def members(self, channel: str) -> dict[int, UserId | None]:
