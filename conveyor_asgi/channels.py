@@ -241,10 +241,21 @@ class ChannelManager:
                 ACTIONS.exception("the presence hook failed; sending the standard payload")
         return frames.presence_frame(action, payload, msg_id), msg_id
 
-    def push_to_channel(self, channel: str, text: str, msg_id: str | None) -> None:
-        """Queue an unfiltered frame for every local member of ``channel``."""
-        for conn in list(self._members.get(channel, {}).values()):
-            conn.push(text, msg_id)
+    def push_presence(self, change: PresenceChange, text: str, msg_id: str | None) -> None:
+        """Queue a presence frame for the local members listed in its roster.
+
+        The roster is exactly the update's audience (after a join every member,
+        the joiner included; after a leave the remaining ones). A connection
+        that joined after this change was made, whose own update is still on its
+        way from another node, is not in it and gets nothing stale.
+        """
+        local = self._members.get(change.channel)
+        if not local:
+            return
+        for fd, _ in change.members:
+            conn = local.get(fd)
+            if conn is not None:
+                conn.push(text, msg_id)
 
     async def close_all(self, code: int) -> None:
         """Server shutdown: close every socket with ``code`` and forget it."""

@@ -42,4 +42,4 @@ class PresenceAnnouncer:
 
     def _send(self, change: PresenceChange) -> None:
         text, msg_id = self._manager.presence_frame(change)
-        self._manager.push_to_channel(change.channel, text, msg_id)
+        self._manager.push_presence(change, text, msg_id)
