@@ -48,9 +48,10 @@ class Conveyor:
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         install_redaction()
+        self.websocket_endpoint = endpoints.WebSocketEndpoint(self)
         self._app = Starlette(
             routes=[
-                WebSocketRoute("/", endpoints.WebSocketEndpoint(self)),
+                WebSocketRoute("/", self.websocket_endpoint),
                 Route("/conveyor/auth", endpoints.auth_endpoint, methods=["POST"]),
                 Route("/conveyor/message", endpoints.message_endpoint, methods=["POST"]),
                 Route("/conveyor/channels", endpoints.channels_endpoint, methods=["GET"]),
@@ -59,6 +60,7 @@ class Conveyor:
                     endpoints.channel_endpoint,
                     methods=["GET"],
                 ),
+                Route("/conveyor/stats", endpoints.stats_endpoint, methods=["GET"]),
                 Route("/health", endpoints.health, methods=["GET"]),
             ],
             lifespan=self.lifespan,

@@ -33,6 +33,7 @@ class Connection:
         "_rate_allowance",
         "_rate_stamp",
         "_send",
+        "_strike_stamp",
         "_wakeup",
         "_writer",
         "bound_user",
@@ -44,6 +45,7 @@ class Connection:
         "join_grant",
         "listeners",
         "lock",
+        "rate_strikes",
         "token",
         "user_id",
     )
@@ -87,6 +89,9 @@ class Connection:
         self._ack_timeout = ack_timeout
         self._rate_allowance = 0.0
         self._rate_stamp = 0.0
+        #: Refused frames, draining at the rate limit: past the burst it is a flood.
+        self.rate_strikes = 0.0
+        self._strike_stamp = 0.0
 
     def start_writer(self) -> None:
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
@@ -145,6 +150,9 @@ class Connection:
             )
         self._rate_stamp = now
         if self._rate_allowance < 1.0:
+            drained = (now - self._strike_stamp) * rate if self._strike_stamp else 0.0
+            self.rate_strikes = max(0.0, self.rate_strikes - drained) + 1.0
+            self._strike_stamp = now
             return False
         self._rate_allowance -= 1.0
         return True

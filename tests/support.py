@@ -37,6 +37,7 @@ class ServerProcess:
         app: str = "conveyor_asgi.app:app",
         args: list[str] | None = None,
         port: int | None = None,
+        cli: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
@@ -44,6 +45,8 @@ class ServerProcess:
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         self.app = app
         self.args = args or []
+        #: Run ``python -m conveyor_asgi`` (settings passed to uvicorn) instead of uvicorn.
+        self.cli = cli
         self.log = tempfile.NamedTemporaryFile(prefix="conveyor-server-", suffix=".log",
                                                delete=False)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -57,8 +60,12 @@ class ServerProcess:
         return f"ws://{HOST}:{self.port}"
 
     def start(self, timeout: float = 15.0) -> ServerProcess:
-        cmd = [sys.executable, "-m", "uvicorn", self.app, "--host", HOST, "--port",
-               str(self.port), *self.args]
+        if self.cli:
+            cmd = [sys.executable, "-m", "conveyor_asgi", "--host", HOST, "--port",
+                   str(self.port), *self.args]
+        else:
+            cmd = [sys.executable, "-m", "uvicorn", self.app, "--host", HOST, "--port",
+                   str(self.port), *self.args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
