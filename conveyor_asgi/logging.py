@@ -39,12 +39,21 @@ class RedactingFilter(logging.Filter):
     """Rewrites a record's message so no token survives formatting."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # Arguments are redacted in place, not merged into the message:
+        # uvicorn's access formatter unpacks ``record.args`` itself.
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {
+                k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()
+            }
         try:
             message = record.getMessage()
         except Exception:  # a malformed record is not ours to break further
             return True
         cleaned = redact(message)
-        if cleaned != message or record.args:
+        if cleaned != message:
+            # A secret outside the string arguments: flatten the record.
             record.msg = cleaned
             record.args = None
         return True
