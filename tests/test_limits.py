@@ -140,7 +140,7 @@ async def test_full_channel_refuses_a_join_with_an_error_frame(server_factory) -
     assert "room" in error["data"]
     await a.silent(0.2)
     status, body = await ahttp("GET", f"{server.http}/conveyor/channels/room?token={TOKEN}")
-    assert body["fds"] == sorted([a.fd, b.fd])
+    assert (status, body["fds"]) == (200, sorted([a.fd, b.fd]))
 
     await b.close()
     await a.presence("channel-disconnect")
