@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from .app import CLI_MARKER
+
+    # Worker processes inherit it: the app knows its uvicorn got our options.
+    os.environ[CLI_MARKER] = "1"
     uvicorn.run(
         "conveyor_asgi.app:app",
         host=args.host,

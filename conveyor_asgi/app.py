@@ -198,12 +198,25 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Conveyor:
     return Conveyor(settings)
 
 
+#: Set by ``python -m conveyor_asgi`` for the processes it serves.
+CLI_MARKER = "_CONVEYOR_SERVED_BY_CLI"
+_UVICORN_OWNED = ("CONVEYOR_PING_INTERVAL", "CONVEYOR_PING_TIMEOUT")
+
+
 def _app_from_environment() -> Conveyor:
     configure_standalone_logging(os.environ.get("CONVEYOR_LOG_LEVEL", "INFO"))
     try:
-        return create_app()
+        conveyor = create_app()
     except ConfigurationError as exc:
         raise SystemExit(f"conveyor-asgi: invalid configuration: {exc}") from None
+    # Keepalive pings are uvicorn's: only the CLI can hand it these settings.
+    ignored = [name for name in _UVICORN_OWNED if name in os.environ]
+    if ignored and os.environ.get(CLI_MARKER) != "1":
+        SERVER.warning(
+            "%s only apply through `python -m conveyor_asgi`; under plain uvicorn "
+            "use --ws-ping-interval and --ws-ping-timeout", " and ".join(ignored)
+        )
+    return conveyor
 
 
 app: Conveyor  # built from the environment on first access, for ``uvicorn conveyor_asgi.app:app``

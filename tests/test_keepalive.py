@@ -102,3 +102,12 @@ async def test_client_sending_only_binary_heartbeats_stays_connected(server_fact
     await beating.close()
     await watcher.presence("channel-disconnect")
     await watcher.close()
+
+
+@pytest.mark.parametrize("cli", [False, True], ids=["uvicorn", "cli"])
+async def test_ping_settings_under_plain_uvicorn_are_reported_as_ignored(
+    server_factory, cli
+) -> None:
+    server = server_factory(ENV, cli=cli)
+    warned = "CONVEYOR_PING_INTERVAL and CONVEYOR_PING_TIMEOUT only apply" in server.output()
+    assert warned is not cli
