@@ -68,7 +68,8 @@ async def _churn(server, seed: int) -> None:
             elif op == "switch":
                 await client.join(f"elsewhere-{seed % 3}")
             elif op == "assoc":
-                await client.send({"action": "assoc-user-to-fd-action", "userId": seed * 100 + step})
+                user = seed * 100 + step
+                await client.send({"action": "assoc-user-to-fd-action", "userId": user})
             elif op == "send":
                 await client.send({"action": "broadcast-action", "data": "churn"})
             elif op == "drop":
