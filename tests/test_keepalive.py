@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from conveyor_asgi.__main__ import uvicorn_options
+from conveyor_asgi.errors import ConfigurationError
 from conveyor_asgi.settings import Settings
 
 from .rawws import OP_TEXT, RawClient
@@ -22,6 +23,18 @@ ENV = {
     "CONVEYOR_PING_INTERVAL": "0.5",
     "CONVEYOR_PING_TIMEOUT": "0.5",
 }
+
+
+def test_ping_settings_come_from_the_environment_and_are_checked() -> None:
+    settings = Settings.from_env({"CONVEYOR_PING_INTERVAL": "5", "CONVEYOR_PING_TIMEOUT": "2.5"})
+    assert (settings.ping_interval, settings.ping_timeout) == (5.0, 2.5)
+    assert Settings.from_env({"CONVEYOR_PING_INTERVAL": "0"}).ping_interval == 0.0
+    with pytest.raises(ConfigurationError, match="CONVEYOR_PING_TIMEOUT"):
+        Settings.from_env({"CONVEYOR_PING_TIMEOUT": "0"})
+    with pytest.raises(ConfigurationError, match="CONVEYOR_PING_INTERVAL"):
+        Settings.from_env({"CONVEYOR_PING_INTERVAL": "soon"})
+    with pytest.raises(ConfigurationError, match="CONVEYOR_PING_INTERVAL"):
+        Settings(ping_interval=-1)
 
 
 def test_cli_passes_ping_settings_to_uvicorn() -> None:
