@@ -47,6 +47,7 @@ class Conveyor:
         self.router = ActionRouter(self.manager)
         self._started = False
         self._start_lock: asyncio.Lock | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         install_redaction()
         self.websocket_endpoint = endpoints.WebSocketEndpoint(self)
         self._app = Starlette(
@@ -87,6 +88,8 @@ class Conveyor:
                     "no token is checked on any connection or HTTP request"
                 )
             await self.backend.start(self.manager)
+            if self.settings.send_timeout > 0:
+                self._watchdog = asyncio.get_running_loop().create_task(self._watch_sends())
             self._started = True
             SERVER.info("conveyor-asgi started (backend %s)", type(self.backend).__name__)
 
@@ -95,9 +98,22 @@ class Conveyor:
         if not self._started:
             return
         self._started = False
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+            self._watchdog = None
         await self.manager.close_all(CLOSE_SERVICE_RESTART)
         await self.backend.stop()
         SERVER.info("conveyor-asgi stopped")
+
+    async def _watch_sends(self) -> None:
+        # Pings cannot free a peer whose buffers are full (the close never
+        # flushes), so sends that stop moving are watched for here.
+        limit = self.settings.send_timeout
+        while True:
+            await asyncio.sleep(min(max(limit / 4, 0.05), 5.0))
+            self.manager.evict_stalled(limit)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:

@@ -90,7 +90,8 @@ class WebSocketEndpoint:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        address = scope.get("client")[0] if scope.get("client") else "-"
+        peer = scope.get("client")
+        address = str(peer[0]) if peer else "-"
         refusal = self._refusal(scope, address)
         if refusal is not None:
             CONNECTIONS.info("refused %s %s: %s", _client(scope), _path(scope), refusal)

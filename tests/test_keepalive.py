@@ -124,3 +124,33 @@ async def test_ping_settings_under_plain_uvicorn_are_reported_as_ignored(
     server = server_factory(ENV, cli=cli)
     warned = "CONVEYOR_PING_INTERVAL and CONVEYOR_PING_TIMEOUT only apply" in server.output()
     assert warned is not cli
+
+
+async def test_dead_peer_with_full_buffers_is_removed_under_traffic(server_factory) -> None:
+    # Once the peer's buffers are full, uvicorn's ping-timeout close cannot be
+    # flushed and the socket never ends by itself: the send watchdog steps in.
+    env = {**ENV, "CONVEYOR_SEND_TIMEOUT": "1", "CONVEYOR_SEND_QUEUE_SIZE": "100000"}
+    server = server_factory(env, cli=True)
+    watcher = await Client.connect(f"{server.ws}?token={TOKEN}")
+    await watcher.join("room")
+    await watcher.presence()
+    dead = await RawClient.connect(HOST, server.port, f"token={TOKEN}")
+    dead.send_json({"action": "channel-connect", "channel": "room"})
+    await dead.writer.drain()
+    await watcher.presence()
+
+    # Far more than the socket buffers hold; the dead peer reads none of it.
+    big = "x" * 900_000
+    for _ in range(30):
+        status, _ = await ahttp("POST", f"{server.http}/conveyor/message?token={TOKEN}",
+                                {"channel": "room", "message": big})
+        assert status == 200
+        assert (await watcher.expect("broadcast-action"))["data"] == big
+
+    left = await watcher.presence("channel-disconnect", timeout=15)
+    assert left["fd"] == dead.fd
+    status, stats = await ahttp("GET", f"{server.http}/conveyor/stats?token={TOKEN}")
+    assert (stats["connections"], stats["members"], stats["queued"]) == (1, 1, 0)
+    assert "took no data for 1 s" in server.output()
+    dead.abort()
+    await watcher.close()
