@@ -192,6 +192,7 @@ class WebSocketEndpoint:
         settings = self.conveyor.settings
         limit = settings.max_message_bytes
         rate, burst = settings.rate_limit, settings.rate_burst
+        flood = flood_threshold(burst)
         router = self.conveyor.router
         manager = self.conveyor.manager
         while True:
@@ -211,9 +212,9 @@ class WebSocketEndpoint:
             if conn.closed:
                 return
             if rate and not conn.allow_frame(rate, burst):
-                if conn.rate_strikes > burst:
-                    # Refused frames keep coming faster than the rate: answering
-                    # each with an error frame would only feed the flood.
+                if conn.rate_strikes > flood:
+                    # Refused frames keep coming much faster than the rate:
+                    # answering each with an error frame would only feed the flood.
                     CONNECTIONS.warning("closing connection %d (%s): flooding past the rate "
                                         "limit", conn.fd, conn.client)
                     conn.shut()
@@ -222,6 +223,16 @@ class WebSocketEndpoint:
                 manager.error(conn, RATE_LIMITED, "too many frames; slow down")
                 continue
             await router.handle_frame(conn, raw)
+
+
+def flood_threshold(burst: int) -> int:
+    """Refused frames (draining at the rate limit) past which a connection is closed.
+
+    Well above one burst, so that a client merely a little too fast gets
+    ``rate-limited`` error frames and time to slow down; a real flood
+    reaches it within moments.
+    """
+    return max(10 * burst, 100)
 
 
 def _normal_origin(origin: str) -> str:

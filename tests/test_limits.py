@@ -70,13 +70,20 @@ async def test_rate_limit_answers_errors_then_closes_a_sustained_flood(server_fa
     assert [r["data"] for r in replies[:5]] == [0, 1, 2, 3, 4]
     assert [r["action"] for r in replies[5:]] == ["error", "error"]
     assert {r["code"] for r in replies[5:]} == {RATE_LIMITED}
-    await asyncio.sleep(1.0)  # the bucket refills: the connection works again
+
+    # Well past a burst of refusals is still not a flood: error frames, no close.
+    for n in range(60):
+        await polite.send({"action": "base-action", "data": n})
+    replies = [await polite.recv() for _ in range(60)]
+    assert {r["code"] for r in replies if r["action"] == "error"} == {RATE_LIMITED}
+    assert sum(r["action"] == "error" for r in replies) >= 55
+    await asyncio.sleep(3.0)  # the bucket refills: the connection works again
     await polite.send({"action": "base-action", "data": "again"})
     assert (await polite.expect("base-action"))["data"] == "again"
 
     # Far past the limit, without pause: closed with the rate-limit code.
     flooder = await Client.connect(url)
-    for n in range(200):
+    for n in range(1000):
         try:
             await flooder.send({"action": "base-action", "data": n})
         except ConnectionClosed:
