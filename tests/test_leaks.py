@@ -39,7 +39,7 @@ async def _stats(server) -> dict[str, int]:
 async def _joined(client: RawClient, channel: str, user: int) -> None:
     """Read until this client's own join, with its user id, is announced."""
     while True:
-        opcode, payload = await client.read_frame()
+        opcode, payload = await client.read_frame(timeout=30)
         if opcode == OP_PING:
             client.send_frame(OP_PONG, payload)
             continue
@@ -91,7 +91,7 @@ async def _run(port: int, total: int) -> None:
 
 async def _settled(server) -> dict[str, int]:
     """Stats once every connection is gone (cleanup runs as sockets end)."""
-    for _ in range(100):
+    for _ in range(300):
         stats = await _stats(server)
         if stats["connections"] == 0 and stats["sockets"] == 0:
             return stats
