@@ -110,9 +110,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def uvicorn_options(settings: Settings) -> dict[str, object]:
-    """The uvicorn options the server is measured and recommended with."""
+    """The uvicorn options the server is measured and recommended with.
+
+    Keepalive pings are uvicorn's protocol pings: a peer that does not answer
+    one within ``ping_timeout`` seconds is closed, and its cleanup (presence
+    leave update included) runs as for any other close. A plain
+    ``uvicorn conveyor_asgi.app:app`` does not read ``CONVEYOR_PING_*``: it
+    uses uvicorn's own ``--ws-ping-interval``/``--ws-ping-timeout``.
+    """
+    interval = settings.ping_interval
     return {
         "ws_max_size": max(settings.max_message_bytes, 1),
+        "ws_ping_interval": interval if interval > 0 else None,
+        "ws_ping_timeout": settings.ping_timeout,
         "ws_per_message_deflate": False,
         "proxy_headers": True,
         "timeout_graceful_shutdown": 10,
@@ -142,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     # The app reads its own log level in each worker process.
     os.environ["CONVEYOR_LOG_LEVEL"] = args.log_level
 
+    from .app import CLI_MARKER
+
+    # Worker processes inherit it: the app knows its uvicorn got our options.
+    os.environ[CLI_MARKER] = "1"
     uvicorn.run(
         "conveyor_asgi.app:app",
         host=args.host,

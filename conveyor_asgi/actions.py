@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 from . import frames
 from .auth import same_token
 from .errors import (
+    CHANNEL_FULL,
     INVALID_FIELD,
     MISSING_ACTION,
     UNKNOWN_ACTION,
@@ -276,7 +277,7 @@ async def channel_connect(ctx: ActionContext) -> None:
     settings = manager.settings
     limit = settings.max_channel_members
     if limit and len(await manager.channel_members(channel)) >= limit:
-        raise ActionError("channel-full", f"channel '{channel}' is full ({limit} members)")
+        raise ActionError(CHANNEL_FULL, f"channel '{channel}' is full ({limit} members)")
     if not settings.open and not same_token(token, settings.server_token):
         await _authorize_channel_token(ctx, token, channel)
     await manager.join(conn, channel)

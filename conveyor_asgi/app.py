@@ -47,6 +47,7 @@ class Conveyor:
         self.router = ActionRouter(self.manager)
         self._started = False
         self._start_lock: asyncio.Lock | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         install_redaction()
         #: The WebSocket endpoint alone, an ASGI app (see :meth:`routes`).
         self.websocket = endpoints.WebSocketEndpoint(self)
@@ -61,6 +62,7 @@ class Conveyor:
                     endpoints.channel_endpoint,
                     methods=["GET"],
                 ),
+                Route("/conveyor/stats", endpoints.stats_endpoint, methods=["GET"]),
                 Route("/health", endpoints.health, methods=["GET"]),
             ],
             lifespan=self.lifespan,
@@ -104,6 +106,8 @@ class Conveyor:
                     "no token is checked on any connection or HTTP request"
                 )
             await self.backend.start(self.manager)
+            if self.settings.send_timeout > 0:
+                self._watchdog = asyncio.get_running_loop().create_task(self._watch_sends())
             self._started = True
             SERVER.info("conveyor-asgi started (backend %s)", type(self.backend).__name__)
 
@@ -112,9 +116,22 @@ class Conveyor:
         if not self._started:
             return
         self._started = False
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+            self._watchdog = None
         await self.manager.close_all(CLOSE_SERVICE_RESTART)
         await self.backend.stop()
         SERVER.info("conveyor-asgi stopped")
+
+    async def _watch_sends(self) -> None:
+        # Pings cannot free a peer whose buffers are full (the close never
+        # flushes), so sends that stop moving are watched for here.
+        limit = self.settings.send_timeout
+        while True:
+            await asyncio.sleep(min(max(limit / 4, 0.05), 5.0))
+            self.manager.evict_stalled(limit)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
@@ -239,6 +256,11 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Conveyor:
     return Conveyor(settings)
 
 
+#: Set by ``python -m conveyor_asgi`` for the processes it serves.
+CLI_MARKER = "_CONVEYOR_SERVED_BY_CLI"
+_UVICORN_OWNED = ("CONVEYOR_PING_INTERVAL", "CONVEYOR_PING_TIMEOUT")
+
+
 def _app_from_environment() -> Conveyor:
     text = os.environ.get("CONVEYOR_LOG_LEVEL", "INFO")
     level = text.strip().upper()
@@ -250,9 +272,17 @@ def _app_from_environment() -> Conveyor:
         )
     configure_standalone_logging(level)
     try:
-        return create_app()
+        conveyor = create_app()
     except ConfigurationError as exc:
         raise SystemExit(f"conveyor-asgi: invalid configuration: {exc}") from None
+    # Keepalive pings are uvicorn's: only the CLI can hand it these settings.
+    ignored = [name for name in _UVICORN_OWNED if name in os.environ]
+    if ignored and os.environ.get(CLI_MARKER) != "1":
+        SERVER.warning(
+            "%s only apply through `python -m conveyor_asgi`; under plain uvicorn "
+            "use --ws-ping-interval and --ws-ping-timeout", " and ".join(ignored)
+        )
+    return conveyor
 
 
 app: Conveyor  # built from the environment on first access, for ``uvicorn conveyor_asgi.app:app``

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,9 @@ from .types import ChannelInfo, Delivery, PresenceChange, UserId
 #: ``hook(payload, channel)``: returns the payload to send, or None to send its
 #: (possibly modified) argument.
 PresenceHook = Callable[[dict[str, Any], str], dict[str, Any] | None]
+
+#: Seconds an evicted connection's close frame may wait for the peer's socket.
+_CLOSE_WAIT = 5.0
 
 
 class ChannelManager:
@@ -60,13 +64,13 @@ class ChannelManager:
     def send(self, conn: Connection, text: str, msg_id: str | None) -> None:
         conn.push(text, msg_id)
 
-    def evict(self, conn: Connection) -> None:
-        """Close a connection whose send queue overflowed; everyone else carries on."""
+    def evict(self, conn: Connection, reason: str = "send queue full") -> None:
+        """Close a connection that does not keep up; everyone else carries on."""
         if conn.closed:
             return
         CONNECTIONS.warning(
-            "evicting connection %d (%s): send queue full (%d frames)",
-            conn.fd, conn.client, conn.queued,
+            "evicting connection %d (%s): %s (%d frames queued)",
+            conn.fd, conn.client, reason, conn.queued,
         )
         conn.shut()
         task = asyncio.get_running_loop().create_task(self._evict(conn))
@@ -75,7 +79,17 @@ class ChannelManager:
 
     async def _evict(self, conn: Connection) -> None:
         await self.remove(conn)
-        await conn.close_socket(CLOSE_TRY_AGAIN_LATER)
+        # A peer that reads nothing never takes the close frame either: give up
+        # on it after a while; the socket ends when its TCP connection does.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(conn.close_socket(CLOSE_TRY_AGAIN_LATER), _CLOSE_WAIT)
+
+    def evict_stalled(self, limit: float) -> None:
+        """Evict every connection whose socket has taken no data for ``limit`` seconds."""
+        now = time.monotonic()
+        for conn in list(self.connections.values()):
+            if conn.stalled(now, limit):
+                self.evict(conn, f"took no data for {limit:g} s")
 
     async def remove(self, conn: Connection) -> None:
         """Forget ``conn`` everywhere; safe to call more than once."""

@@ -34,6 +34,7 @@ class Connection:
         "_rate_allowance",
         "_rate_stamp",
         "_send",
+        "_strike_stamp",
         "_wakeup",
         "_writer",
         "bound_user",
@@ -45,6 +46,8 @@ class Connection:
         "join_grant",
         "listeners",
         "lock",
+        "rate_strikes",
+        "send_started",
         "token",
         "user_id",
     )
@@ -88,6 +91,11 @@ class Connection:
         self._ack_timeout = ack_timeout
         self._rate_allowance = 0.0
         self._rate_stamp = 0.0
+        #: Refused frames, draining at the rate limit: past the burst it is a flood.
+        self.rate_strikes = 0.0
+        self._strike_stamp = 0.0
+        #: When the frame being written now was handed to the socket (0.0: none is).
+        self.send_started = 0.0
 
     def start_writer(self) -> None:
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
@@ -146,9 +154,17 @@ class Connection:
             )
         self._rate_stamp = now
         if self._rate_allowance < 1.0:
+            drained = (now - self._strike_stamp) * rate if self._strike_stamp else 0.0
+            self.rate_strikes = max(0.0, self.rate_strikes - drained) + 1.0
+            self._strike_stamp = now
             return False
         self._rate_allowance -= 1.0
         return True
+
+    def stalled(self, now: float, limit: float) -> bool:
+        """True when one frame has been waiting for the peer's socket over ``limit`` s."""
+        started = self.send_started
+        return started != 0.0 and now - started > limit
 
     @property
     def queued(self) -> int:
@@ -181,7 +197,11 @@ class Connection:
         try:
             while True:
                 while queue:
+                    # A send blocks only while the peer's buffers are full: a
+                    # send that never ends is how a dead peer looks under traffic.
+                    self.send_started = time.monotonic()
                     await send({"type": "websocket.send", "text": queue.popleft()})
+                self.send_started = 0.0
                 wakeup.clear()
                 await wakeup.wait()
         except asyncio.CancelledError:

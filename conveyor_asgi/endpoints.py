@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -14,7 +17,13 @@ from . import frames
 from .actions import valid_channel_name, valid_user_id
 from .auth import bearer_token, new_token, same_token
 from .connection import Connection
-from .errors import CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY_VIOLATION, RATE_LIMITED, BackendUnavailable
+from .errors import (
+    CLOSE_MESSAGE_TOO_BIG,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_RATE_LIMITED,
+    RATE_LIMITED,
+    BackendUnavailable,
+)
 from .logging import CONNECTIONS, redact
 from .types import TokenGrant
 
@@ -60,23 +69,50 @@ class WebSocketEndpoint:
 
     def __init__(self, conveyor: Conveyor) -> None:
         self.conveyor = conveyor
+        #: Open sockets (and handshakes in progress) per client address, and in all.
         self._per_client: dict[str, int] = {}
+        self._open = 0
+
+    @property
+    def open_sockets(self) -> int:
+        """Sockets counted against the limits: accepted ones and handshakes in progress."""
+        return self._open
+
+    @property
+    def client_addresses(self) -> int:
+        return len(self._per_client)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         conveyor = self.conveyor
-        settings = conveyor.settings
         await conveyor.startup()
 
-        # The handshake: nothing is accepted before the token and limits pass.
+        # The handshake: nothing is accepted before the origin, limits and token pass.
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        client = scope.get("client")
-        address = client[0] if client else "-"
+        peer = scope.get("client")
+        address = str(peer[0]) if peer else "-"
         refusal = self._refusal(scope, address)
+        if refusal is not None:
+            CONNECTIONS.info("refused %s %s: %s", _client(scope), _path(scope), refusal)
+            await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION})
+            return
+
+        # The slot is taken before the first await so that concurrent
+        # handshakes cannot all pass the same limit check.
+        self._reserve(address)
+        try:
+            await self._serve(scope, receive, send, address)
+        finally:
+            self._release(address)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, address: str) -> None:
+        conveyor = self.conveyor
+        settings = conveyor.settings
         grant: TokenGrant | None = None
         token = _query_token(scope)
-        if refusal is None and not settings.open:
+        refusal = None
+        if not settings.open:
             refusal, grant = await self._check_token(token)
         if refusal is not None:
             CONNECTIONS.info("refused %s %s: %s", _client(scope), _path(scope), refusal)
@@ -102,7 +138,6 @@ class WebSocketEndpoint:
             ack_attempts=settings.acknowledgment_attempts if settings.use_acknowledgment else 0,
             ack_timeout=settings.acknowledgment_timeout,
         )
-        self._per_client[address] = self._per_client.get(address, 0) + 1
         try:
             await send({"type": "websocket.accept", "subprotocol": _subprotocol(scope)})
             CONNECTIONS.info("accepted %s %s as connection %d", conn.client, _path(scope), fd)
@@ -112,26 +147,27 @@ class WebSocketEndpoint:
             conn.push(frames.connection_info_frame(fd, msg_id), msg_id)
             await self._read_loop(conn, receive)
         finally:
-            # Whatever ended the socket, the same cleanup runs; the address's
-            # count drops even when the backend cannot record the leave.
-            remaining = self._per_client.get(address, 1) - 1
-            if remaining:
-                self._per_client[address] = remaining
-            else:
-                self._per_client.pop(address, None)
-            CONNECTIONS.info("closed connection %d (%s)", fd, conn.client)
+            # Whatever ended the socket, the same cleanup runs.
             await conveyor.manager.remove(conn)
+            CONNECTIONS.info("closed connection %d (%s)", fd, conn.client)
+
+    def _reserve(self, address: str) -> None:
+        self._open += 1
+        self._per_client[address] = self._per_client.get(address, 0) + 1
+
+    def _release(self, address: str) -> None:
+        self._open -= 1
+        remaining = self._per_client.get(address, 1) - 1
+        if remaining > 0:
+            self._per_client[address] = remaining
+        else:
+            self._per_client.pop(address, None)
 
     def _refusal(self, scope: Scope, address: str) -> str | None:
         settings = self.conveyor.settings
-        origins = settings.allowed_origins
-        if "*" not in origins:
-            origin = _header(scope, b"origin")
-            if origin is None or origin not in origins:
-                return "origin not allowed"
-        if settings.max_connections and (
-            len(self.conveyor.manager.connections) >= settings.max_connections
-        ):
+        if not origin_allowed(_header(scope, b"origin"), settings.allowed_origins):
+            return "origin not allowed"
+        if settings.max_connections and self._open >= settings.max_connections:
             return "connection limit reached"
         limit = settings.max_connections_per_ip
         if limit and self._per_client.get(address, 0) >= limit:
@@ -156,6 +192,7 @@ class WebSocketEndpoint:
         settings = self.conveyor.settings
         limit = settings.max_message_bytes
         rate, burst = settings.rate_limit, settings.rate_burst
+        flood = flood_threshold(burst)
         router = self.conveyor.router
         manager = self.conveyor.manager
         while True:
@@ -175,9 +212,47 @@ class WebSocketEndpoint:
             if conn.closed:
                 return
             if rate and not conn.allow_frame(rate, burst):
+                if conn.rate_strikes > flood:
+                    # Refused frames keep coming much faster than the rate:
+                    # answering each with an error frame would only feed the flood.
+                    CONNECTIONS.warning("closing connection %d (%s): flooding past the rate "
+                                        "limit", conn.fd, conn.client)
+                    conn.shut()
+                    await conn.close_socket(CLOSE_RATE_LIMITED)
+                    return
                 manager.error(conn, RATE_LIMITED, "too many frames; slow down")
                 continue
             await router.handle_frame(conn, raw)
+
+
+def flood_threshold(burst: int) -> int:
+    """Refused frames (draining at the rate limit) past which a connection is closed.
+
+    Well above one burst, so that a client merely a little too fast gets
+    ``rate-limited`` error frames and time to slow down; a real flood
+    reaches it within moments.
+    """
+    return max(10 * burst, 100)
+
+
+def _normal_origin(origin: str) -> str:
+    # Scheme and host are case-insensitive; a trailing slash is not part of an origin.
+    return origin.strip().rstrip("/").lower()
+
+
+def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
+    """True when ``allowed`` has ``"*"`` or lists ``origin`` (scheme://host[:port]).
+
+    A handshake without an ``Origin`` header passes: browsers always send
+    one, so its absence means a non-browser client (a back-end, the PHP
+    client), which could write any header it liked and which the token, not
+    the origin, keeps out. The list protects browsers' users from pages of
+    other sites opening sockets with their credentials.
+    """
+    if "*" in allowed or origin is None:
+        return True
+    wanted = _normal_origin(origin)
+    return any(_normal_origin(entry) == wanted for entry in allowed)
 
 
 def _too_big(raw: str | bytes, limit: int) -> bool:
@@ -347,7 +422,35 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "unavailable"}, status_code=503)
 
 
+async def show_stats(conveyor: Conveyor, request: Request) -> Response:
+    """Internal counts, for operators and leak checks (never payloads or tokens)."""
+    socket = conveyor.websocket
+    stats: dict[str, Any] = dict(conveyor.manager.stats())
+    stats["sockets"] = socket.open_sockets
+    stats["client_addresses"] = socket.client_addresses
+    stats["tasks"] = len(asyncio.all_tasks())
+    stats["rss_bytes"] = _rss_bytes()
+    return JSONResponse(stats)
+
+
+def _rss_bytes() -> int:
+    """The process's resident memory now (Linux), else its peak; 0 when unknown."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            pages = int(statm.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+    except ImportError:
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
 auth_endpoint = _guarded(mint_token)
 message_endpoint = _guarded(publish_message)
 channels_endpoint = _guarded(list_channels)
 channel_endpoint = _guarded(show_channel)
+stats_endpoint = _guarded(show_stats)

@@ -17,6 +17,7 @@ UNKNOWN_ACTION = "unknown-action"
 INVALID_FIELD = "invalid-field"
 UNAUTHORIZED = "unauthorized"
 RATE_LIMITED = "rate-limited"
+CHANNEL_FULL = "channel-full"  # CONVEYOR_MAX_CHANNEL_MEMBERS reached
 
 
 class ConveyorError(Exception):

@@ -117,6 +117,15 @@ class Settings:
     node_timeout: float = dataclasses.field(
         default=10.0, metadata={"env": "CONVEYOR_NODE_TIMEOUT", "parse": _parse_float}
     )
+    ping_interval: float = dataclasses.field(
+        default=20.0, metadata={"env": "CONVEYOR_PING_INTERVAL", "parse": _parse_float}
+    )
+    ping_timeout: float = dataclasses.field(
+        default=20.0, metadata={"env": "CONVEYOR_PING_TIMEOUT", "parse": _parse_float}
+    )
+    send_timeout: float = dataclasses.field(
+        default=30.0, metadata={"env": "CONVEYOR_SEND_TIMEOUT", "parse": _parse_float}
+    )
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -184,7 +193,7 @@ def _validate(s: Settings) -> None:
     ):
         number(name, getattr(s, name), integer=True)
     for name in ("acknowledgment_timeout", "token_ttl", "token_max_ttl", "presence_window",
-                 "rate_limit", "node_timeout"):
+                 "rate_limit", "node_timeout", "ping_interval", "ping_timeout", "send_timeout"):
         number(name, getattr(s, name), integer=False)
 
     _require(
@@ -207,6 +216,9 @@ def _validate(s: Settings) -> None:
         _require(getattr(s, name) >= 0, name, ">= 0 (0 means unlimited)", getattr(s, name))
     _require(s.max_http_body_bytes >= 1, "max_http_body_bytes", ">= 1", s.max_http_body_bytes)
     _require(s.node_timeout > 0, "node_timeout", "> 0", s.node_timeout)
+    _require(s.ping_interval >= 0, "ping_interval", ">= 0 (0 turns pings off)", s.ping_interval)
+    _require(s.ping_timeout > 0, "ping_timeout", "> 0", s.ping_timeout)
+    _require(s.send_timeout >= 0, "send_timeout", ">= 0 (0 turns it off)", s.send_timeout)
     _require(isinstance(s.allowed_origins, tuple) and len(s.allowed_origins) > 0,
              "allowed_origins", "a non-empty list of origins or '*'", s.allowed_origins)
     _require(

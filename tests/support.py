@@ -38,6 +38,7 @@ class ServerProcess:
         args: list[str] | None = None,
         port: int | None = None,
         health: str = "/health",
+        cli: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.health = health  # polled until it answers 200 (a mounted app has a prefix)
@@ -46,6 +47,8 @@ class ServerProcess:
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         self.app = app
         self.args = args or []
+        #: Run ``python -m conveyor_asgi`` (settings passed to uvicorn) instead of uvicorn.
+        self.cli = cli
         # Kept open for the server's whole life; closed and removed in __exit__.
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115
             prefix="conveyor-server-", suffix=".log", delete=False
@@ -61,8 +64,12 @@ class ServerProcess:
         return f"ws://{HOST}:{self.port}"
 
     def start(self, timeout: float = 15.0) -> ServerProcess:
-        cmd = [sys.executable, "-m", "uvicorn", self.app, "--host", HOST, "--port",
-               str(self.port), *self.args]
+        if self.cli:
+            cmd = [sys.executable, "-m", "conveyor_asgi", "--host", HOST, "--port",
+                   str(self.port), *self.args]
+        else:
+            cmd = [sys.executable, "-m", "uvicorn", self.app, "--host", HOST, "--port",
+                   str(self.port), *self.args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
