@@ -6,7 +6,6 @@ from __future__ import annotations
 CLOSE_NORMAL = 1000
 CLOSE_POLICY_VIOLATION = 1008  # refused before acceptance (HTTP 403 at the handshake)
 CLOSE_MESSAGE_TOO_BIG = 1009
-CLOSE_INTERNAL_ERROR = 1011
 CLOSE_SERVICE_RESTART = 1012  # server shutting down or restarting: reconnect
 CLOSE_TRY_AGAIN_LATER = 1013  # evicted: the client did not read fast enough
 CLOSE_RATE_LIMITED = 4029  # kept sending far past the rate limit
