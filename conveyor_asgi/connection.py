@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Awaitable, Callable, Generator, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .types import UserId
@@ -16,12 +16,9 @@ ASGISend = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 class Connection:
     """The server's view of one client socket.
 
-    Frames for the client are given to :meth:`push`, which never waits. While
-    the socket takes data, the frame is written at once, with no task switch:
-    the ASGI ``send`` of uvicorn's WebSocket protocols only suspends when the
-    transport pushes back. When it does, the frame and every later one wait
-    in a bounded queue that a task of the connection's own drains in order,
-    so one slow reader costs nobody else anything. When the queue is full the
+    Frames for the client are queued with :meth:`push`, which never waits: a
+    writer task of the connection's own drains the queue onto the socket, so
+    one slow reader costs nobody else anything. When the queue is full the
     ``on_overflow`` callback (the manager's eviction) is called once.
     """
 
@@ -36,6 +33,7 @@ class Connection:
         "_rate_allowance",
         "_rate_stamp",
         "_send",
+        "_wakeup",
         "_writer",
         "bound_user",
         "channel",
@@ -82,7 +80,7 @@ class Connection:
         self._queue: collections.deque[str] = collections.deque()
         self._queue_limit = queue_limit
         self._on_overflow = on_overflow
-        #: The task finishing a send the transport pushed back on, then the queue.
+        self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._pending: dict[Any, list[Any]] = {}
         self._ack_attempts = ack_attempts
@@ -91,18 +89,21 @@ class Connection:
         self._rate_stamp = 0.0
 
     def start_writer(self) -> None:
-        """Nothing to start: a writer task exists only while the socket pushes back."""
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     def push(self, text: str, msg_id: str | None = None) -> None:
-        """Send ``text`` to the client, or queue it, without waiting.
+        """Queue ``text`` for the client without waiting.
 
         With ``msg_id`` (acknowledgments on), the frame is sent again after
         each timeout until the client acknowledges it or attempts run out.
         """
         if self.closed:
             return
-        if not self._enqueue(text):
+        if len(self._queue) >= self._queue_limit:
+            self._on_overflow(self)
             return
+        self._queue.append(text)
+        self._wakeup.set()
         if msg_id is not None and self._ack_attempts > 0:
             handle = asyncio.get_running_loop().call_later(self._ack_timeout, self._resend, msg_id)
             self._pending[msg_id] = [text, self._ack_attempts, handle]
@@ -120,8 +121,11 @@ class Connection:
         if entry is None or self.closed:
             return
         text, remaining, _ = entry
-        if not self._enqueue(text):
+        if len(self._queue) >= self._queue_limit:
+            self._on_overflow(self)
             return
+        self._queue.append(text)
+        self._wakeup.set()
         if remaining > 1:
             entry[1] = remaining - 1
             entry[2] = asyncio.get_running_loop().call_later(
@@ -170,78 +174,18 @@ class Connection:
         except Exception:  # noqa: BLE001 - the peer may already be gone; nothing to do
             pass
 
-    def _enqueue(self, text: str) -> bool:
-        """Send ``text`` now or queue it behind earlier frames; False when it overflowed."""
-        if self._writer is None:
-            self._send_now(text)
-            return not self.closed
-        if len(self._queue) >= self._queue_limit:
-            self._on_overflow(self)
-            return False
-        self._queue.append(text)
-        return True
-
-    def _send_now(self, text: str) -> None:
-        # Step the send coroutine by hand: it nearly always completes without
-        # suspending, which saves a task wake-up per frame per recipient.
-        step = self._send({"type": "websocket.send", "text": text}).__await__()
-        try:
-            blocker = step.send(None)
-        except StopIteration:
-            return
-        except Exception:  # the socket is gone; the reader sees the close
-            self._gone()
-            return
-        # The transport pushed back: a task finishes this send, then the queue.
-        self._writer = asyncio.get_running_loop().create_task(self._drain(step, blocker))
-
-    async def _drain(self, step: Generator[Any, Any, None], blocker: Any) -> None:
+    async def _write_loop(self) -> None:
         queue = self._queue
+        wakeup = self._wakeup
+        send = self._send
         try:
-            await _Resume(step, blocker)
-            while queue:
-                await self._send({"type": "websocket.send", "text": queue.popleft()})
+            while True:
+                while queue:
+                    await send({"type": "websocket.send", "text": queue.popleft()})
+                wakeup.clear()
+                await wakeup.wait()
         except asyncio.CancelledError:
-            step.close()
             raise
-        except Exception:  # the socket is gone; the reader sees the close
-            self._gone()
-        finally:
-            self._writer = None
-
-    def _gone(self) -> None:
-        self.closed = True
-        self._queue.clear()
-
-
-class _Resume:
-    """Await the rest of a coroutine that was stepped by hand and suspended on ``blocker``.
-
-    Yielding the same future the coroutine yielded lets the running task wait on
-    it exactly as if the coroutine had been awaited from the start.
-    """
-
-    __slots__ = ("_blocker", "_step")
-
-    def __init__(self, step: Generator[Any, Any, None], blocker: Any) -> None:
-        self._step = step
-        self._blocker = blocker
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        blocker = self._blocker
-        while True:
-            try:
-                value = yield blocker
-            except GeneratorExit:
-                self._step.close()
-                raise
-            except BaseException as exc:  # cancellation included: it goes to the send
-                try:
-                    blocker = self._step.throw(exc)
-                except StopIteration:
-                    return
-                continue
-            try:
-                blocker = self._step.send(value)
-            except StopIteration:
-                return
+        except Exception:  # noqa: BLE001 - the socket is gone; the reader sees the close
+            self.closed = True
+            queue.clear()
