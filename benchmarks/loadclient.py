@@ -59,6 +59,7 @@ class _Socket(asyncio.Protocol):
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.ready: asyncio.Future[None] | None = None
         self.ready_at = 1
+        self.stalled = False
         self.need_fd = not crowd.spec.get("deflate")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -137,7 +138,7 @@ class _Crowd:
             return
         if sock.decode and payloads:
             self._sample(payloads, now)
-        if sock is self.sockets[0] and self.spec.get("stall"):
+        if sock.stalled:
             return
         got = sock.frames - sock.base
         if got <= 0:
@@ -195,8 +196,9 @@ class _Crowd:
         async def one(index: int) -> None:
             async with gate:
                 decode = index < tracked or spec["mode"] == "storm"
-                sock = await _open(spec, decode, small_buffer=index == 0 and spec.get("stall"),
-                                   crowd=self)
+                stall = index == 0 and bool(spec.get("stall"))
+                sock = await _open(spec, decode, small_buffer=stall, crowd=self)
+                sock.stalled = stall
                 self.sockets.append(sock)
                 await sock.opened
                 sock.ready = asyncio.get_running_loop().create_future()
@@ -231,8 +233,9 @@ class _Crowd:
             self.expected = params["messages"]
             for sock in self.sockets:
                 sock.base = sock.frames
-            if self.spec.get("stall") and self.sockets[0].transport is not None:
-                self.sockets[0].transport.pause_reading()
+            for sock in self.sockets:
+                if sock.stalled and sock.transport is not None:
+                    sock.transport.pause_reading()
             self.go = True
         started()  # only now may the publisher start: no frame is missed
         if self.spec["count"] == 0 or (self.spec.get("stall") and self.spec["count"] == 1):

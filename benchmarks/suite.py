@@ -252,7 +252,7 @@ def _percentile(values: list[int], q: float) -> float:
 
 def _window(n: int) -> int:
     """Messages the publisher keeps in flight: enough to saturate, far below the queue bound."""
-    return max(4, min(256, 4000 // max(n, 1)))
+    return max(8, min(512, 16000 // max(n, 1)))
 
 
 def fanout(server: Server, n: int, messages: int, timeout: float, procs: int,
@@ -342,6 +342,7 @@ class Plan:
     latency_frames_per_s: float  # offered load of the latency run, far below saturation
     latency_seconds: float
     stall_size: int
+    stall_messages: int  # enough to fill a stalled reader's socket buffers many times
     stall_timeout: float
     storm_on: tuple[int, ...]
     storm_off: tuple[int, ...]
@@ -353,11 +354,11 @@ class Plan:
 
 
 PLANS = {
-    "full": Plan((10, 100, 1000, 5000), 100_000, 30, 5000, 2.0, 100, 4.0,
+    "full": Plan((10, 100, 1000, 5000), 100_000, 30, 5000, 2.0, 100, 3000, 8.0,
                  (100, 500, 1000), (100, 500), 60, (1000, 5000), 2000, 100, 2),
-    "quick": Plan((10, 100, 1000), 30_000, 15, 5000, 1.0, 100, 2.0,
+    "quick": Plan((10, 100, 1000), 30_000, 15, 5000, 1.0, 100, 2000, 3.0,
                   (100, 500), (100,), 30, (1000,), 400, 100, 2),
-    "tiny": Plan((4,), 200, 10, 200, 0.2, 4, 0.5, (4,), (4,), 10, (8,), 20, 4, 1),
+    "tiny": Plan((4,), 200, 10, 200, 0.2, 4, 50, 0.5, (4,), (4,), 10, (8,), 20, 4, 1),
 }
 
 PRESENCE_WINDOW = 0.05
@@ -403,7 +404,7 @@ def run_plan(plan: Plan, loop: str, servers: list[str], log: Any) -> list[Row]:
                     got["per_cpu"])
                 put(f"server CPU busy N={n}", "%", "higher", kind, got["server_busy"])
             step(f"{kind}: stalled reader N={plan.stall_size}")
-            value = stalled(server, plan.stall_size, _messages(plan, plan.stall_size),
+            value = stalled(server, plan.stall_size, plan.stall_messages,
                             plan.stall_timeout, plan.procs)
             put(f"fanout N={plan.stall_size}, one stalled", "frames/s", "higher", kind, value)
             step(f"{kind}: handshakes")
