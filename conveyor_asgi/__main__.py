@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 
@@ -26,9 +27,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _installed(module: str, fallback: str) -> str:
+    return module if importlib.util.find_spec(module) is not None else fallback
+
+
 def uvicorn_options(settings: Settings) -> dict[str, object]:
-    """The uvicorn options the server is measured and recommended with."""
+    """The uvicorn options the server is measured and recommended with.
+
+    The WebSocket implementation, HTTP parser and loop are the ones that
+    measured fastest (``scripts/bench --matrix``); per-message compression is
+    off because it costs far more send throughput and memory than it saves.
+    """
     return {
+        "ws": "websockets-sansio",
+        "http": _installed("httptools", "h11"),
+        "loop": _installed("uvloop", "asyncio"),
         "ws_max_size": max(settings.max_message_bytes, 1),
         "ws_per_message_deflate": False,
         "proxy_headers": True,
