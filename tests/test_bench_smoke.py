@@ -37,7 +37,7 @@ def test_tiny_run_measures_every_row_for_every_server(tmp_path: Path) -> None:
     assert (tmp_path / "bench.png").stat().st_size > 0
 
 
-def test_redis_rows_refuse_clearly_without_the_backend(tmp_path: Path) -> None:
+def test_shared_backend_rows_refuse_clearly_without_their_backend(tmp_path: Path) -> None:
     from benchmarks.suite import _check_redis
 
     if importlib.util.find_spec("conveyor_asgi.backends.redis") is None:
