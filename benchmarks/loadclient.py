@@ -27,10 +27,10 @@ _LATENCY_CONNECTIONS = 25
 _LATENCY_SAMPLES = 20000
 
 
-def payload(now_ns: int) -> str:
-    """A 256-character ``data`` value carrying the send time for latency samples."""
+def payload(now_ns: int, size: int = PAYLOAD_BYTES) -> str:
+    """A ``data`` value of ``size`` characters carrying the send time for latency samples."""
     stamp = f"T{now_ns:019d}"
-    return stamp + "x" * (PAYLOAD_BYTES - len(stamp))
+    return stamp + "x" * (size - len(stamp))
 
 
 def _frame(message: dict[str, Any]) -> bytes:
@@ -191,11 +191,13 @@ class _Crowd:
         gate = asyncio.Semaphore(_OPEN_CONCURRENCY)
         join = _frame({"action": "channel-connect", "channel": "bench"})
         ping = _frame({"action": "base-action", "data": "ready"})
-        tracked = _LATENCY_CONNECTIONS if spec.get("latency") else 0
+        # Latency samples come from connections spread over the member list, since
+        # servers that send to members in turn reach the first ones first.
+        step = max(1, spec["count"] // _LATENCY_CONNECTIONS) if spec.get("latency") else 0
 
         async def one(index: int) -> None:
             async with gate:
-                decode = index < tracked or spec["mode"] == "storm"
+                decode = (step > 0 and index % step == 0) or spec["mode"] == "storm"
                 stall = index == 0 and bool(spec.get("stall"))
                 sock = await _open(spec, decode, small_buffer=stall, crowd=self)
                 sock.stalled = stall
@@ -294,7 +296,8 @@ async def _publish(crowd: _Crowd, params: dict[str, Any]) -> dict[str, Any]:
         else:
             while sent - (sock.frames - base) >= window and time.monotonic() < deadline:
                 await asyncio.sleep(0.0005)
-        body = {"action": "broadcast-action", "data": payload(time.monotonic_ns())}
+        data = payload(time.monotonic_ns(), params.get("size", PAYLOAD_BYTES))
+        body = {"action": "broadcast-action", "data": data}
         sock.send(_frame(body))
         sent += 1
     return {"sent": sent, "seconds": time.monotonic() - start}

@@ -23,7 +23,7 @@ def test_tiny_run_measures_every_row_for_every_server(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
     rows = {row["name"]: row for row in json.loads((tmp_path / "results.json").read_text())}
-    for name in ("fanout N=4", "latency p99 N=4", "fanout N=4, one stalled",
+    for name in ("fanout N=4", "latency p99 N=4", "fanout N=4 16 KiB, one stalled",
                  "connection rate", "storm N=4 window off: settle",
                  "memory per idle connection N=8"):
         assert set(rows[name]["values"]) == {"conveyor", "limit"}, name
