@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
 import sys
 from collections.abc import Callable
@@ -109,6 +110,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _installed(module: str, fallback: str) -> str:
+    return module if importlib.util.find_spec(module) is not None else fallback
+
+
 def uvicorn_options(settings: Settings) -> dict[str, object]:
     """The uvicorn options the server is measured and recommended with.
 
@@ -117,9 +122,16 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
     leave update included) runs as for any other close. A plain
     ``uvicorn conveyor_asgi.app:app`` does not read ``CONVEYOR_PING_*``: it
     uses uvicorn's own ``--ws-ping-interval``/``--ws-ping-timeout``.
+
+    The WebSocket implementation, HTTP parser and loop are the ones that
+    measured fastest (``scripts/bench --matrix``); per-message compression is
+    off because it costs far more send throughput and memory than it saves.
     """
     interval = settings.ping_interval
     return {
+        "ws": "websockets-sansio",
+        "http": _installed("httptools", "h11"),
+        "loop": _installed("uvloop", "asyncio"),
         "ws_max_size": max(settings.max_message_bytes, 1),
         "ws_ping_interval": interval if interval > 0 else None,
         "ws_ping_timeout": settings.ping_timeout,

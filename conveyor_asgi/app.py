@@ -70,6 +70,10 @@ class Conveyor:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["conveyor"] = self
+        # The WebSocket route writes frames with this send, not the one Starlette
+        # hands down: that wrapper only watches for HTTP responses, and fanout
+        # would pay a call through it for every frame to every recipient.
+        scope["conveyor.send"] = send
         await self._app(scope, receive, send)
 
     def routes(self, prefix: str) -> list[BaseRoute]:

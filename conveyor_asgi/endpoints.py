@@ -128,7 +128,7 @@ class WebSocketEndpoint:
             return
         conn = Connection(
             fd,
-            send,
+            scope.get("conveyor.send", send),
             queue_limit=settings.send_queue_size,
             on_overflow=conveyor.manager.evict,
             token=None if settings.open else token,
