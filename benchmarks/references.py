@@ -79,8 +79,7 @@ def _naive() -> Any:
 
 
 def _presence_frame(fd: int, channel: str, fds: list[int]) -> dict[str, Any]:
-    data = {"fd": fd, "event": "channel-presence", "channel": channel, "fds": fds,
-            "userIds": {}}
+    data = {"fd": fd, "event": "channel-presence", "channel": channel, "fds": fds, "userIds": {}}
     return {"action": "channel-connect", "data": json.dumps(data, separators=(",", ":"))}
 
 
@@ -122,8 +121,15 @@ async def _ceiling(port: int, presence: bool) -> None:
             if members is not None:
                 members.pop(fd, None)
 
-    async with serve(handler, "127.0.0.1", port, compression=None, max_size=2**20,
-                     ping_interval=None, backlog=4096):
+    async with serve(
+        handler,
+        "127.0.0.1",
+        port,
+        compression=None,
+        max_size=2**20,
+        ping_interval=None,
+        backlog=4096,
+    ):
         await asyncio.Future()
 
 
@@ -216,15 +222,15 @@ class _LimitProtocol(asyncio.Protocol):
             frame = {"action": action, "data": message["data"], "fd": self.fd}
             server.send_all(self.members, orjson.dumps(frame))
         else:
-            self._send(orjson.dumps({"action": action, "data": message.get("data"),
-                                     "fd": self.fd}))
+            self._send(orjson.dumps({"action": action, "data": message.get("data"), "fd": self.fd}))
 
 
 async def _limit(port: int, presence: bool) -> None:
     server = _LimitServer(presence)
     loop = asyncio.get_running_loop()
-    listener = await loop.create_server(lambda: _LimitProtocol(server), "127.0.0.1", port,
-                                        backlog=4096)
+    listener = await loop.create_server(
+        lambda: _LimitProtocol(server), "127.0.0.1", port, backlog=4096
+    )
     async with listener:
         await asyncio.Future()
 
@@ -245,8 +251,15 @@ def _uvicorn(args: argparse.Namespace) -> None:
     if args.kind == "naive":
         os.environ["BENCH_PRESENCE"] = "1" if args.presence else "0"
     app = "conveyor_asgi.app:app" if args.kind == "conveyor" else "benchmarks.references:naive_app"
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
-                backlog=4096, **options)  # type: ignore[arg-type]
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        backlog=4096,
+        **options,
+    )  # type: ignore[arg-type]
 
 
 def main() -> None:

@@ -142,8 +142,9 @@ class Soak:
             # A lobby broadcast reaches every connection in no channel.
             self._expect(msg_id, client.channel)
             self.sent["broadcast"] += 1
-            await client.ws.send(json.dumps({"action": "broadcast-action",
-                                             "data": {"soak": msg_id}}))
+            await client.ws.send(
+                json.dumps({"action": "broadcast-action", "data": {"soak": msg_id}})
+            )
 
         await self._paced(self.args.rate, step)
 
@@ -152,8 +153,7 @@ class Soak:
             msg_id = f"f{next(self.ids)}"
             self._expect(msg_id, None, everyone=True)
             self.sent["fanout"] += 1
-            await client.ws.send(json.dumps({"action": "fanout-action",
-                                             "data": {"soak": msg_id}}))
+            await client.ws.send(json.dumps({"action": "fanout-action", "data": {"soak": msg_id}}))
 
         await self._paced(max(1.0, self.args.rate / 4), step)
 
@@ -164,7 +164,9 @@ class Soak:
             channel = random.choice(channels)
             msg_id = f"h{next(self.ids)}"
             status, body = await asyncio.to_thread(
-                self._http, "POST", "/conveyor/message",
+                self._http,
+                "POST",
+                "/conveyor/message",
                 {"channel": channel, "message": {"soak": msg_id}},
             )
             self.sent["http"] += 1
@@ -273,17 +275,21 @@ class Soak:
         unequal = [c for c in self.stable if c.received != c.expected]
         errors = self.errors + [e for c in self.stable for e in c.errors]
         in_channels = sum(1 for c in self.stable if c.channel is not None)
-        print(f"soak: {self.args.seconds:g} s, {len(self.stable)} stable clients "
-              f"({in_channels} in {self.args.channels} channels, "
-              f"{len(self.stable) - in_channels} in none), {self.args.churners} churners, "
-              f"{self.churn_cycles} churn cycles")
+        print(
+            f"soak: {self.args.seconds:g} s, {len(self.stable)} stable clients "
+            f"({in_channels} in {self.args.channels} channels, "
+            f"{len(self.stable) - in_channels} in none), {self.args.churners} churners, "
+            f"{self.churn_cycles} churn cycles"
+        )
         print("sent: " + ", ".join(f"{k} {v}" for k, v in sorted(self.sent.items())))
         print(f"frames: expected {expected}, delivered {delivered}")
         for client in unequal[:10]:
             missing = sum((client.expected - client.received).values())
             extra = sum((client.received - client.expected).values())
-            print(f"  client {client.fd} ({client.channel or 'no channel'}): "
-                  f"{missing} missing, {extra} unexpected or repeated")
+            print(
+                f"  client {client.fd} ({client.channel or 'no channel'}): "
+                f"{missing} missing, {extra} unexpected or repeated"
+            )
         print(f"clients with delivered != expected: {len(unequal)}")
         print(f"errors: {len(errors)}")
         for error in errors[:10]:
@@ -303,13 +309,30 @@ def _free_port() -> int:
 def _start_server(token: str) -> tuple[subprocess.Popen[bytes], int, Any]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    env.update({"CONVEYOR_SERVER_TOKEN": token, "CONVEYOR_USE_PRESENCE": "true",
-                "CONVEYOR_LOG_LEVEL": "warning"})
+    env.update(
+        {
+            "CONVEYOR_SERVER_TOKEN": token,
+            "CONVEYOR_USE_PRESENCE": "true",
+            "CONVEYOR_LOG_LEVEL": "warning",
+        }
+    )
     log = tempfile.TemporaryFile()  # noqa: SIM115 - it outlives this function; main() closes it
     proc = subprocess.Popen(
-        [sys.executable, "-m", "conveyor_asgi", "--host", HOST, "--port", str(port),
-         "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "conveyor_asgi",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -330,12 +353,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=120.0, help="traffic time (120)")
     parser.add_argument("--clients", type=int, default=40, help="stable clients (40)")
     parser.add_argument("--channels", type=int, default=4, help="channels (4)")
-    parser.add_argument("--churners", type=int, default=4,
-                        help="clients connecting and leaving all along (4)")
-    parser.add_argument("--rate", type=float, default=5.0,
-                        help="broadcasts a second per stable client (5)")
-    parser.add_argument("--http-rate", type=float, default=10.0,
-                        help="HTTP publishes a second (10)")
+    parser.add_argument(
+        "--churners", type=int, default=4, help="clients connecting and leaving all along (4)"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=5.0, help="broadcasts a second per stable client (5)"
+    )
+    parser.add_argument(
+        "--http-rate", type=float, default=10.0, help="HTTP publishes a second (10)"
+    )
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between RSS samples")
     parser.add_argument("--url", help="ws://host:port of a running server (default: start one)")
     parser.add_argument("--token", default=None, help="its server token")

@@ -99,11 +99,30 @@ class Server:
         if self.kind == "redis":
             env["CONVEYOR_BACKEND_URL"] = REDIS_URL
             env["CONVEYOR_REDIS_PREFIX"] = f"bench-{secrets.token_hex(4)}"
-            cmd = [sys.executable, "-m", "conveyor_asgi", "--workers", "2", "--host", HOST,
-                   "--port", str(self.port), "--log-level", "warning"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "conveyor_asgi",
+                "--workers",
+                "2",
+                "--host",
+                HOST,
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ]
         else:
-            cmd = [sys.executable, "-m", "benchmarks.references", self.kind,
-                   "--port", str(self.port), "--loop", self.loop]
+            cmd = [
+                sys.executable,
+                "-m",
+                "benchmarks.references",
+                self.kind,
+                "--port",
+                str(self.port),
+                "--loop",
+                self.loop,
+            ]
             if self.presence:
                 cmd.append("--presence")
             if self.deflate:
@@ -114,8 +133,9 @@ class Server:
                 cmd += ["--http", self.http]
         # A file, not a pipe: a server that logs a line per connection must never block.
         self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=self.log)
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self.log
+        )
         self._wait_listening()
         return self
 
@@ -162,14 +182,28 @@ class Server:
 class Crowd:
     """Load-client processes (subscribers spread over ``procs``, optionally a publisher)."""
 
-    def __init__(self, server: Server, count: int, mode: str, procs: int, *,
-                 publisher: bool = False, latency: bool = False, stall: bool = False) -> None:
+    def __init__(
+        self,
+        server: Server,
+        count: int,
+        mode: str,
+        procs: int,
+        *,
+        publisher: bool = False,
+        latency: bool = False,
+        stall: bool = False,
+    ) -> None:
         self.ctx = multiprocessing.get_context("spawn")
         self.children: list[tuple[Any, Pipe]] = []
         self.publisher: Pipe | None = None
         procs = max(1, min(procs, count)) if count else 1
-        base = {"port": server.port, "mode": mode, "loop": "uvloop", "latency": latency,
-                "deflate": server.deflate}
+        base = {
+            "port": server.port,
+            "mode": mode,
+            "loop": "uvloop",
+            "latency": latency,
+            "deflate": server.deflate,
+        }
         for index in range(procs):
             share = count // procs + (1 if index < count % procs else 0)
             self._spawn(dict(base, count=share, stall=stall and index == 0))
@@ -257,15 +291,24 @@ def _window(n: int) -> int:
     return max(8, min(512, 16000 // max(n, 1)))
 
 
-def fanout(server: Server, n: int, messages: int, timeout: float, procs: int,
-           latency_rate: float | None, latency_seconds: float) -> dict[str, float]:
+def fanout(
+    server: Server,
+    n: int,
+    messages: int,
+    timeout: float,
+    procs: int,
+    latency_rate: float | None,
+    latency_seconds: float,
+) -> dict[str, float]:
     """Saturation frames/s, then (same sockets) latency at a fixed rate well below it."""
     out: dict[str, float] = {}
     with Crowd(server, n, "fanout", procs, publisher=True, latency=True) as crowd:
         crowd.ready()
         cpu0, wall0 = server.cpu(), time.monotonic()
-        results = crowd.go({"messages": messages, "timeout": timeout},
-                           {"messages": messages, "timeout": timeout, "window": _window(n)})
+        results = crowd.go(
+            {"messages": messages, "timeout": timeout},
+            {"messages": messages, "timeout": timeout, "window": _window(n)},
+        )
         cpu, wall = server.cpu() - cpu0, time.monotonic() - wall0
         out["rate"] = _rate(results)
         frames = sum(r["frames"] for r in results)
@@ -275,9 +318,10 @@ def fanout(server: Server, n: int, messages: int, timeout: float, procs: int,
         out["complete"] = float(all(r["complete"] for r in results))
         if latency_rate:
             count = max(5, int(latency_rate * latency_seconds))
-            results = crowd.go({"messages": count, "timeout": latency_seconds + 10},
-                               {"messages": count, "timeout": latency_seconds + 10,
-                                "rate": latency_rate})
+            results = crowd.go(
+                {"messages": count, "timeout": latency_seconds + 10},
+                {"messages": count, "timeout": latency_seconds + 10, "rate": latency_rate},
+            )
             samples = [v for r in results for v in r["latencies"]]
             out["p50"] = _percentile(samples, 0.50) / 1000
             out["p99"] = _percentile(samples, 0.99) / 1000
@@ -287,8 +331,9 @@ def fanout(server: Server, n: int, messages: int, timeout: float, procs: int,
 STALL_PAYLOAD = 16384
 
 
-def stalled(server: Server, n: int, messages: int, timeout: float, procs: int,
-            stall: bool = True) -> float:
+def stalled(
+    server: Server, n: int, messages: int, timeout: float, procs: int, stall: bool = True
+) -> float:
     """Frames/s of the N-1 readers while one member of the channel stops reading.
 
     Loopback sockets buffer megabytes in the kernel before a sender feels a
@@ -297,9 +342,10 @@ def stalled(server: Server, n: int, messages: int, timeout: float, procs: int,
     """
     with Crowd(server, n, "fanout", procs, publisher=True, stall=stall) as crowd:
         crowd.ready()
-        results = crowd.go({"messages": messages, "timeout": timeout},
-                           {"messages": messages, "timeout": timeout, "window": 16,
-                            "size": STALL_PAYLOAD})
+        results = crowd.go(
+            {"messages": messages, "timeout": timeout},
+            {"messages": messages, "timeout": timeout, "window": 16, "size": STALL_PAYLOAD},
+        )
     return _rate(results)
 
 
@@ -366,10 +412,40 @@ class Plan:
 
 
 PLANS = {
-    "full": Plan((10, 100, 1000, 5000), 100_000, 30, 5000, 2.0, 100, 600, 6.0,
-                 (100, 500, 1000), (100, 500), 60, (1000, 5000), 2000, 100, 2),
-    "quick": Plan((10, 100, 1000), 20_000, 15, 5000, 0.5, 100, 400, 2.0,
-                  (100, 500), (100,), 30, (500,), 300, 100, 2),
+    "full": Plan(
+        (10, 100, 1000, 5000),
+        100_000,
+        30,
+        5000,
+        2.0,
+        100,
+        600,
+        6.0,
+        (100, 500, 1000),
+        (100, 500),
+        60,
+        (1000, 5000),
+        2000,
+        100,
+        2,
+    ),
+    "quick": Plan(
+        (10, 100, 1000),
+        20_000,
+        15,
+        5000,
+        0.5,
+        100,
+        400,
+        2.0,
+        (100, 500),
+        (100,),
+        30,
+        (500,),
+        300,
+        100,
+        2,
+    ),
     "tiny": Plan((4,), 200, 10, 200, 0.2, 4, 20, 0.5, (4,), (4,), 10, (8,), 20, 4, 1),
 }
 
@@ -393,8 +469,9 @@ def run_plan(plan: Plan, loop: str, servers: list[str], log: Any) -> list[Row]:
     """Every row for every server, servers side by side within each row group."""
     rows: dict[str, Row] = {}
 
-    def put(name: str, unit: str, better: str, server: str, value: float | None,
-            note: str = "") -> None:
+    def put(
+        name: str, unit: str, better: str, server: str, value: float | None, note: str = ""
+    ) -> None:
         row = rows.setdefault(name, Row(name, unit, better, {}, note))
         row.values[server] = value
 
@@ -407,24 +484,42 @@ def run_plan(plan: Plan, loop: str, servers: list[str], log: Any) -> list[Row]:
             for n in plan.fanout_sizes:
                 step(f"{kind}: fanout N={n}")
                 rate = max(2.0, plan.latency_frames_per_s / n)
-                got = fanout(server, n, _messages(plan, n), plan.fanout_timeout, plan.procs,
-                             rate, plan.latency_seconds)
+                got = fanout(
+                    server,
+                    n,
+                    _messages(plan, n),
+                    plan.fanout_timeout,
+                    plan.procs,
+                    rate,
+                    plan.latency_seconds,
+                )
                 put(f"fanout N={n}", "frames/s", "higher", kind, got["rate"])
                 put(f"latency p50 N={n}", "ms", "lower", kind, got.get("p50"))
                 put(f"latency p99 N={n}", "ms", "lower", kind, got.get("p99"))
-                put(f"fanout N={n} per server CPU-second", "frames", "higher", kind,
-                    got["per_cpu"])
+                put(f"fanout N={n} per server CPU-second", "frames", "higher", kind, got["per_cpu"])
                 put(f"server CPU busy N={n}", "%", "higher", kind, got["server_busy"])
             step(f"{kind}: stalled reader N={plan.stall_size}")
             for stall in (False, True):
-                value = stalled(server, plan.stall_size, plan.stall_messages,
-                                plan.stall_timeout, plan.procs, stall)
+                value = stalled(
+                    server,
+                    plan.stall_size,
+                    plan.stall_messages,
+                    plan.stall_timeout,
+                    plan.procs,
+                    stall,
+                )
                 label = "one stalled" if stall else "none stalled"
-                put(f"fanout N={plan.stall_size} 16 KiB, {label}", "frames/s", "higher", kind,
-                    value)
+                put(
+                    f"fanout N={plan.stall_size} 16 KiB, {label}", "frames/s", "higher", kind, value
+                )
             step(f"{kind}: handshakes")
-            put("connection rate", "handshakes/s", "higher", kind,
-                handshakes(server, plan.handshakes, plan.procs, 30))
+            put(
+                "connection rate",
+                "handshakes/s",
+                "higher",
+                kind,
+                handshakes(server, plan.handshakes, plan.procs, 30),
+            )
 
     # Presence storms: a fresh server each, presence on.
     for n in sorted(set(plan.storm_on) | set(plan.storm_off)):
@@ -443,16 +538,26 @@ def run_plan(plan: Plan, loop: str, servers: list[str], log: Any) -> list[Row]:
                     got = storm(server, n, plan.storm_timeout, plan.procs)
                 put(f"storm N={n} {label}: settle", "s", "lower", kind, got["seconds"])
                 put(f"storm N={n} {label}: bytes", "MB", "lower", kind, got["bytes"] / 1e6)
-                put(f"storm N={n} {label}: exact rosters", "ok", "higher", kind,
-                    1.0 if got["verified"] else 0.0)
+                put(
+                    f"storm N={n} {label}: exact rosters",
+                    "ok",
+                    "higher",
+                    kind,
+                    1.0 if got["verified"] else 0.0,
+                )
 
     # Memory: a fresh server per size.
     for n in plan.memory_sizes:
         for kind in servers:
             step(f"{kind}: idle memory N={n}")
             with Server(kind, loop) as server:
-                put(f"memory per idle connection N={n}", "KiB", "lower", kind,
-                    memory(server, n, plan.procs) / 1024)
+                put(
+                    f"memory per idle connection N={n}",
+                    "KiB",
+                    "lower",
+                    kind,
+                    memory(server, n, plan.procs) / 1024,
+                )
 
     # Per-message compression, on against off, for conveyor-asgi only.
     n = plan.compression_size
@@ -461,12 +566,16 @@ def run_plan(plan: Plan, loop: str, servers: list[str], log: Any) -> list[Row]:
         step(f"conveyor: compression {label}")
         with Server("conveyor", loop, deflate=deflate) as server:
             got = fanout(server, n, _messages(plan, n), plan.fanout_timeout, plan.procs, None, 0)
-            put(f"compression {label}: fanout N={n}", "frames/s", "higher", "conveyor",
-                got["rate"])
+            put(f"compression {label}: fanout N={n}", "frames/s", "higher", "conveyor", got["rate"])
         with Server("conveyor", loop, deflate=deflate) as server:
             m = plan.memory_sizes[0]
-            put(f"compression {label}: memory N={m}", "KiB", "lower", "conveyor",
-                memory(server, m, plan.procs) / 1024)
+            put(
+                f"compression {label}: memory N={m}",
+                "KiB",
+                "lower",
+                "conveyor",
+                memory(server, m, plan.procs) / 1024,
+            )
     return list(rows.values())
 
 
@@ -478,19 +587,22 @@ def run_matrix(plan: Plan, log: Any) -> list[Row]:
         for ws in ("websockets", "websockets-sansio", "wsproto"):
             print(f"  conveyor: --ws {ws} --loop {loop}", file=log, flush=True)
             with Server("conveyor", loop, ws=ws) as server:
-                got = fanout(server, n, _messages(plan, n), plan.fanout_timeout, plan.procs,
-                             None, 0)
-            for name, unit, key in ((f"fanout N={n}", "frames/s", "rate"),
-                                    (f"fanout N={n} per server CPU-second", "frames",
-                                     "per_cpu")):
+                got = fanout(
+                    server, n, _messages(plan, n), plan.fanout_timeout, plan.procs, None, 0
+                )
+            for name, unit, key in (
+                (f"fanout N={n}", "frames/s", "rate"),
+                (f"fanout N={n} per server CPU-second", "frames", "per_cpu"),
+            ):
                 row = rows.setdefault(name, Row(name, unit, "higher", {}))
                 row.values[f"{ws}/{loop}"] = got[key]
         for http in ("h11", "httptools"):
             print(f"  conveyor: --http {http} --loop {loop}", file=log, flush=True)
             with Server("conveyor", loop, http=http) as server:
                 rate = handshakes(server, plan.handshakes, plan.procs, 30)
-            row = rows.setdefault("connection rate", Row("connection rate", "handshakes/s",
-                                                         "higher", {}))
+            row = rows.setdefault(
+                "connection rate", Row("connection rate", "handshakes/s", "higher", {})
+            )
             row.values[f"{http}/{loop}"] = rate
     return list(rows.values())
 
@@ -538,8 +650,7 @@ def plot(rows: list[Row], servers: list[str], path: Path) -> None:
         ("fanout frames/s (higher is better)", [r for r in rows if r.name.startswith("fanout")]),
         ("latency p99, ms", [r for r in rows if r.name.startswith("latency p99")]),
         ("presence storm settle, s", [r for r in rows if r.name.endswith(": settle")]),
-        ("memory per idle connection, KiB",
-         [r for r in rows if r.name.startswith("memory per")]),
+        ("memory per idle connection, KiB", [r for r in rows if r.name.startswith("memory per")]),
     ]
     fig, axes = plt.subplots(2, 2, figsize=(14, 9))
     for ax, (title, group) in zip(axes.flat, groups, strict=False):
@@ -565,8 +676,10 @@ def plot(rows: list[Row], servers: list[str], path: Path) -> None:
 def _check_redis() -> str | None:
     """Why the Redis rows cannot run, or None when they can."""
     if importlib.util.find_spec("conveyor_asgi.backends.redis") is None:
-        return ("--redis needs the Redis backend (conveyor_asgi/backends/redis.py), "
-                "which this tree does not contain")
+        return (
+            "--redis needs the Redis backend (conveyor_asgi/backends/redis.py), "
+            "which this tree does not contain"
+        )
     try:
         with socket.create_connection(("127.0.0.1", 6379), timeout=1) as sock:
             sock.sendall(b"PING\r\n")
@@ -600,16 +713,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, under a minute")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (the smoke test)")
-    parser.add_argument("--redis", action="store_true",
-                        help="add conveyor-asgi with the Redis backend and 2 workers")
-    parser.add_argument("--servers", default="conveyor,naive,ceiling,limit",
-                        help="comma-separated subset of conveyor,naive,ceiling,limit")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"),
-                        help="folder for results.json, results.md and bench.png")
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="add conveyor-asgi with the Redis backend and 2 workers",
+    )
+    parser.add_argument(
+        "--servers",
+        default="conveyor,naive,ceiling,limit",
+        help="comma-separated subset of conveyor,naive,ceiling,limit",
+    )
+    parser.add_argument(
+        "--out",
+        default=str(ROOT / "benchmarks" / "results"),
+        help="folder for results.json, results.md and bench.png",
+    )
     parser.add_argument("--no-plot", action="store_true")
-    parser.add_argument("--matrix", action="store_true",
-                        help="instead: conveyor-asgi under every uvicorn --ws, --loop and "
-                        "--http choice")
+    parser.add_argument(
+        "--matrix",
+        action="store_true",
+        help="instead: conveyor-asgi under every uvicorn --ws, --loop and --http choice",
+    )
     args = parser.parse_args(argv)
 
     servers = [s for s in args.servers.split(",") if s]
@@ -628,8 +752,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    print(f"benchmarks: servers {', '.join(servers)}; loop {loop}; "
-          f"{os.cpu_count()} CPUs; loopback only", flush=True)
+    print(
+        f"benchmarks: servers {', '.join(servers)}; loop {loop}; "
+        f"{os.cpu_count()} CPUs; loopback only",
+        flush=True,
+    )
     try:
         if args.matrix:
             rows = run_matrix(plan, sys.stdout)
@@ -644,10 +771,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(f"\nfinished in {time.monotonic() - started:.0f} s", flush=True)
     (out / "results.md").write_text(text + "\n")
-    (out / "results.json").write_text(json.dumps([dataclasses.asdict(r) for r in rows],
-                                                 indent=1))
+    (out / "results.json").write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
     if not args.no_plot and not args.matrix:
         plot(rows, servers, out / "bench.png")
         print(f"plot: {out / 'bench.png'}")
     return 0
-

@@ -57,9 +57,7 @@ def upgrade_request(host: str, port: int, deflate: bool = False) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def split_frames(
-    buf: bytearray, payloads: list[tuple[int, bytes]] | None
-) -> tuple[int, int]:
+def split_frames(buf: bytearray, payloads: list[tuple[int, bytes]] | None) -> tuple[int, int]:
     """Walk the complete frames at the start of ``buf``: returns (frames, bytes consumed).
 
     Only headers are read unless ``payloads`` is given, which then receives

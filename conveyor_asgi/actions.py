@@ -85,8 +85,9 @@ class ActionContext:
         """The user id associated with the sender, if any."""
         return self.connection.user_id
 
-    def field(self, name: str, kind: type | tuple[type, ...] | None = None,
-              required: bool = True) -> Any:
+    def field(
+        self, name: str, kind: type | tuple[type, ...] | None = None, required: bool = True
+    ) -> Any:
         """The field ``name``; None when absent or null and not ``required``.
 
         Raises :class:`InvalidField` when a required field is missing or null,
@@ -180,8 +181,9 @@ class ActionRouter:
         try:
             message = frames.loads(raw)
         except frames.TooDeep:
-            self.manager.error(conn, INVALID_FIELD,
-                               f"the frame is nested deeper than {frames.MAX_DEPTH} levels")
+            self.manager.error(
+                conn, INVALID_FIELD, f"the frame is nested deeper than {frames.MAX_DEPTH} levels"
+            )
             return
         except ValueError:
             message = _ABSENT
@@ -218,8 +220,11 @@ class ActionRouter:
             manager.error(conn, exc.code, exc.message)
         except BackendUnavailable:
             # The backend logs the outage once; one line per frame would flood.
-            ACTIONS.debug("action '%s' of connection %d dropped: backend unavailable",
-                          _shorten(action), conn.fd)
+            ACTIONS.debug(
+                "action '%s' of connection %d dropped: backend unavailable",
+                _shorten(action),
+                conn.fd,
+            )
         except Exception:
             ACTIONS.exception("action '%s' failed for connection %d", _shorten(action), conn.fd)
 
@@ -266,9 +271,7 @@ async def fanout_action(ctx: ActionContext) -> None:
 async def channel_connect(ctx: ActionContext) -> None:
     channel = ctx.field("channel", str)
     if not valid_channel_name(channel):
-        raise InvalidField(
-            "field 'channel' must be 1 to 200 characters with no control characters"
-        )
+        raise InvalidField("field 'channel' must be 1 to 200 characters with no control characters")
     conn = ctx.connection
     if conn.channel == channel:
         return

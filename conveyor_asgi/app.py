@@ -89,8 +89,9 @@ class Conveyor:
         """
         path = "/" + prefix.strip("/")
         if path == "/":
-            raise ValueError("a prefix such as '/realtime' is required; serve the app itself "
-                             "at the root")
+            raise ValueError(
+                "a prefix such as '/realtime' is required; serve the app itself at the root"
+            )
         return [WebSocketRoute(path, self.websocket), Mount(path, app=self)]
 
     # -- life cycle -------------------------------------------------------
@@ -284,7 +285,8 @@ def _app_from_environment() -> Conveyor:
     if ignored and os.environ.get(CLI_MARKER) != "1":
         SERVER.warning(
             "%s only apply through `python -m conveyor_asgi`; under plain uvicorn "
-            "use --ws-ping-interval and --ws-ping-timeout", " and ".join(ignored)
+            "use --ws-ping-interval and --ws-ping-timeout",
+            " and ".join(ignored),
         )
     return conveyor
 

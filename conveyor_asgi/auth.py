@@ -18,8 +18,9 @@ def same_token(given: str | None, expected: str | None) -> bool:
     """Constant-time comparison; False when either side is missing."""
     if given is None or expected is None:
         return False
-    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
-                               expected.encode("utf-8", "surrogatepass"))
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
 
 
 def bearer_token(authorization: str | None) -> str | None:

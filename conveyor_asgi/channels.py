@@ -70,7 +70,10 @@ class ChannelManager:
             return
         CONNECTIONS.warning(
             "evicting connection %d (%s): %s (%d frames queued)",
-            conn.fd, conn.client, reason, conn.queued,
+            conn.fd,
+            conn.client,
+            reason,
+            conn.queued,
         )
         conn.shut()
         task = asyncio.get_running_loop().create_task(self._evict(conn))
@@ -138,8 +141,7 @@ class ChannelManager:
         except BackendUnavailable:
             # The local side is done; the backend applies the leave when it is
             # back, so cleanup never stops half way.
-            CONNECTIONS.debug("connection %d left '%s' while the backend is away", conn.fd,
-                              channel)
+            CONNECTIONS.debug("connection %d left '%s' while the backend is away", conn.fd, channel)
 
     def _forget_member(self, conn: Connection, channel: str) -> None:
         local = self._members.get(channel)

@@ -215,8 +215,11 @@ class WebSocketEndpoint:
                 if conn.rate_strikes > flood:
                     # Refused frames keep coming much faster than the rate:
                     # answering each with an error frame would only feed the flood.
-                    CONNECTIONS.warning("closing connection %d (%s): flooding past the rate "
-                                        "limit", conn.fd, conn.client)
+                    CONNECTIONS.warning(
+                        "closing connection %d (%s): flooding past the rate limit",
+                        conn.fd,
+                        conn.client,
+                    )
                     conn.shut()
                     await conn.close_socket(CLOSE_RATE_LIMITED)
                     return
@@ -280,8 +283,7 @@ def _authorized(conveyor: Conveyor, request: Request) -> bool:
         return True
     # Either place may carry it: a stale ?token= must not hide a good bearer token.
     query = same_token(request.query_params.get("token"), settings.server_token)
-    bearer = same_token(bearer_token(request.headers.get("authorization")),
-                        settings.server_token)
+    bearer = same_token(bearer_token(request.headers.get("authorization")), settings.server_token)
     return query or bearer
 
 

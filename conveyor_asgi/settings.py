@@ -57,7 +57,8 @@ class Settings:
 
     # repr=False: settings end up in logs, tracebacks and test output.
     server_token: str | None = dataclasses.field(
-        default=None, repr=False,
+        default=None,
+        repr=False,
         metadata={"env": "CONVEYOR_SERVER_TOKEN", "parse": _parse_token},
     )
     use_presence: bool = dataclasses.field(
@@ -192,22 +193,39 @@ def _validate(s: Settings) -> None:
         "max_http_body_bytes",
     ):
         number(name, getattr(s, name), integer=True)
-    for name in ("acknowledgment_timeout", "token_ttl", "token_max_ttl", "presence_window",
-                 "rate_limit", "node_timeout", "ping_interval", "ping_timeout", "send_timeout"):
+    for name in (
+        "acknowledgment_timeout",
+        "token_ttl",
+        "token_max_ttl",
+        "presence_window",
+        "rate_limit",
+        "node_timeout",
+        "ping_interval",
+        "ping_timeout",
+        "send_timeout",
+    ):
         number(name, getattr(s, name), integer=False)
 
     _require(
         s.server_token is None or (isinstance(s.server_token, str) and s.server_token != ""),
-        "server_token", "a non-empty string or None", "<hidden>",
+        "server_token",
+        "a non-empty string or None",
+        "<hidden>",
     )
-    _require(s.acknowledgment_attempts >= 0, "acknowledgment_attempts", ">= 0",
-             s.acknowledgment_attempts)
-    _require(s.acknowledgment_timeout > 0, "acknowledgment_timeout", "> 0",
-             s.acknowledgment_timeout)
+    _require(
+        s.acknowledgment_attempts >= 0, "acknowledgment_attempts", ">= 0", s.acknowledgment_attempts
+    )
+    _require(
+        s.acknowledgment_timeout > 0, "acknowledgment_timeout", "> 0", s.acknowledgment_timeout
+    )
     _require(s.max_message_bytes >= 1, "max_message_bytes", ">= 1", s.max_message_bytes)
     _require(s.token_max_ttl >= 1, "token_max_ttl", ">= 1", s.token_max_ttl)
-    _require(1 <= s.token_ttl <= s.token_max_ttl, "token_ttl",
-             f"between 1 and CONVEYOR_TOKEN_MAX_TTL ({s.token_max_ttl})", s.token_ttl)
+    _require(
+        1 <= s.token_ttl <= s.token_max_ttl,
+        "token_ttl",
+        f"between 1 and CONVEYOR_TOKEN_MAX_TTL ({s.token_max_ttl})",
+        s.token_ttl,
+    )
     _require(s.send_queue_size >= 1, "send_queue_size", ">= 1", s.send_queue_size)
     _require(s.presence_window >= 0, "presence_window", ">= 0", s.presence_window)
     _require(s.rate_limit >= 0, "rate_limit", ">= 0 (0 turns it off)", s.rate_limit)
@@ -219,14 +237,25 @@ def _validate(s: Settings) -> None:
     _require(s.ping_interval >= 0, "ping_interval", ">= 0 (0 turns pings off)", s.ping_interval)
     _require(s.ping_timeout > 0, "ping_timeout", "> 0", s.ping_timeout)
     _require(s.send_timeout >= 0, "send_timeout", ">= 0 (0 turns it off)", s.send_timeout)
-    _require(isinstance(s.allowed_origins, tuple) and len(s.allowed_origins) > 0,
-             "allowed_origins", "a non-empty list of origins or '*'", s.allowed_origins)
+    _require(
+        isinstance(s.allowed_origins, tuple) and len(s.allowed_origins) > 0,
+        "allowed_origins",
+        "a non-empty list of origins or '*'",
+        s.allowed_origins,
+    )
     _require(
         isinstance(s.backend_url, str)
-        and (s.backend_url.startswith("memory://") or s.backend_url.startswith(("redis://",
-                                                                                  "rediss://",
-                                                                                  "unix://"))),
-        "backend_url", "memory:// or redis://host:port/db", s.backend_url,
+        and (
+            s.backend_url.startswith("memory://")
+            or s.backend_url.startswith(("redis://", "rediss://", "unix://"))
+        ),
+        "backend_url",
+        "memory:// or redis://host:port/db",
+        s.backend_url,
     )
-    _require(isinstance(s.redis_prefix, str) and s.redis_prefix != "", "redis_prefix",
-             "a non-empty string", s.redis_prefix)
+    _require(
+        isinstance(s.redis_prefix, str) and s.redis_prefix != "",
+        "redis_prefix",
+        "a non-empty string",
+        s.redis_prefix,
+    )

@@ -102,8 +102,19 @@ class RedisServer:
         return f"redis://{HOST}:{self.port}/0"
 
     def start(self) -> RedisServer:
-        args = [self.binary, "--bind", HOST, "--port", str(self.port), "--dir", self.dir,
-                "--save", "", "--appendonly", "yes" if self.persist else "no"]
+        args = [
+            self.binary,
+            "--bind",
+            HOST,
+            "--port",
+            str(self.port),
+            "--dir",
+            self.dir,
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.persist else "no",
+        ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:

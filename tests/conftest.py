@@ -53,7 +53,8 @@ def redis_url() -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
         [binary, "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"redis://{HOST}:{port}/0"
     deadline = time.monotonic() + 10

@@ -154,8 +154,7 @@ def _matches(pattern: str, rel: str) -> bool:
     for end in range(1, len(parts) + 1):
         prefix = "/".join(parts[:end])
         if pattern.startswith("**/"):
-            if any(fnmatch.fnmatchcase("/".join(parts[s:end]), pattern[3:])
-                   for s in range(end)):
+            if any(fnmatch.fnmatchcase("/".join(parts[s:end]), pattern[3:]) for s in range(end)):
                 return True
         elif fnmatch.fnmatchcase(prefix, pattern) and prefix.count("/") == pattern.count("/"):
             return True
@@ -203,7 +202,7 @@ class Replay:
     def path(self, image_path: str) -> Path:
         for prefix in sorted(self.mapping, key=len, reverse=True):
             if image_path == prefix or image_path.startswith(prefix.rstrip("/") + "/"):
-                rest = image_path[len(prefix):].lstrip("/")
+                rest = image_path[len(prefix) :].lstrip("/")
                 return self.mapping[prefix] / rest if rest else self.mapping[prefix]
         raise AssertionError(f"{image_path} is outside the folders the replay maps")
 
@@ -215,8 +214,10 @@ class Replay:
         )
 
     def maps(self, image_path: str) -> bool:
-        return any(image_path == prefix or image_path.startswith(prefix.rstrip("/") + "/")
-                   for prefix in self.mapping)
+        return any(
+            image_path == prefix or image_path.startswith(prefix.rstrip("/") + "/")
+            for prefix in self.mapping
+        )
 
     def translate(self, word: str) -> str:
         if word == "python":
@@ -277,8 +278,9 @@ def run_build_stage(stage: Stage, context: Path, replay: Replay, timeout: float)
         elif kind == "RUN":
             for command in _run_commands(args):
                 argv = [replay.translate(word) for word in command]
-                done = subprocess.run(argv, cwd=workdir, env=env, timeout=timeout,
-                                      capture_output=True, text=True)
+                done = subprocess.run(
+                    argv, cwd=workdir, env=env, timeout=timeout, capture_output=True, text=True
+                )
                 assert done.returncode == 0, f"RUN {command} failed:\n{done.stderr[-3000:]}"
 
         else:

@@ -65,13 +65,31 @@ class ServerProcess:
 
     def start(self, timeout: float = 15.0) -> ServerProcess:
         if self.cli:
-            cmd = [sys.executable, "-m", "conveyor_asgi", "--host", HOST, "--port",
-                   str(self.port), *self.args]
+            cmd = [
+                sys.executable,
+                "-m",
+                "conveyor_asgi",
+                "--host",
+                HOST,
+                "--port",
+                str(self.port),
+                *self.args,
+            ]
         else:
-            cmd = [sys.executable, "-m", "uvicorn", self.app, "--host", HOST, "--port",
-                   str(self.port), *self.args]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+            cmd = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                self.app,
+                "--host",
+                HOST,
+                "--port",
+                str(self.port),
+                *self.args,
+            ]
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -114,7 +132,10 @@ class ServerProcess:
 
 
 def http_request(
-    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
     raw: bytes | None = None,
 ) -> tuple[int, Any]:
     """A blocking HTTP request; returns (status, decoded JSON or text)."""
@@ -171,8 +192,9 @@ class Client:
         assert frame["action"] == action, frame
         return frame
 
-    async def presence(self, action: str = "channel-connect",
-                       timeout: float = 5.0) -> dict[str, Any]:
+    async def presence(
+        self, action: str = "channel-connect", timeout: float = 5.0
+    ) -> dict[str, Any]:
         frame = await self.expect(action, timeout)
         data = json.loads(frame["data"])
         assert data["event"] == "channel-presence", data

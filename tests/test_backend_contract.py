@@ -154,12 +154,20 @@ async def test_an_expired_token_is_refused(pair) -> None:
 async def test_deliveries_from_one_node_arrive_in_order_and_intact(pair) -> None:
     backend, node = pair
     sent = [
-        Delivery("channel", "room", "broadcast-action", f'{{"n":{i},"s":"a\\nb"}}\n', i % 2 == 0,
-                 f"id-{i}" if i % 3 else None)
+        Delivery(
+            "channel",
+            "room",
+            "broadcast-action",
+            f'{{"n":{i},"s":"a\\nb"}}\n',
+            i % 2 == 0,
+            f"id-{i}" if i % 3 else None,
+        )
         for i in range(50)
     ]
-    sent += [Delivery("lobby", None, "x", "{}", True, None),
-             Delivery("all", None, "fanout-action", '"é"', True, None)]
+    sent += [
+        Delivery("lobby", None, "x", "{}", True, None),
+        Delivery("all", None, "fanout-action", '"é"', True, None),
+    ]
     for delivery in sent:
         await backend.publish(delivery)
     assert [await node.next() for _ in sent] == sent

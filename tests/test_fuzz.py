@@ -40,8 +40,9 @@ json_values = st.recursive(
     | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=40),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                               max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -181,7 +182,8 @@ def http_bodies(draw: st.DrawFn) -> bytes:
 
 @settings(FUZZ, max_examples=200)
 @given(
-    route=st.sampled_from(ROUTES) | st.builds(
+    route=st.sampled_from(ROUTES)
+    | st.builds(
         lambda name: ("GET", "/conveyor/channels/" + quote(name, safe="")), st.text(max_size=30)
     ),
     body=http_bodies(),

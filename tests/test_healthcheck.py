@@ -58,8 +58,7 @@ def unavailable_server() -> Iterator[int]:
         thread.join(5)
 
 
-def test_a_503_fails_the_probe(unavailable_server: int,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_503_fails_the_probe(unavailable_server: int, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--host", HOST, "--port", str(unavailable_server)]) == 1
     assert "answered 503" in capsys.readouterr().err
 

@@ -143,8 +143,11 @@ async def test_dead_peer_with_full_buffers_is_removed_under_traffic(server_facto
     # Far more than the socket buffers hold; the dead peer reads none of it.
     big = "x" * 900_000
     for _ in range(30):
-        status, _ = await ahttp("POST", f"{server.http}/conveyor/message?token={TOKEN}",
-                                {"channel": "room", "message": big})
+        status, _ = await ahttp(
+            "POST",
+            f"{server.http}/conveyor/message?token={TOKEN}",
+            {"channel": "room", "message": big},
+        )
         assert status == 200
         assert (await watcher.expect("broadcast-action"))["data"] == big
 

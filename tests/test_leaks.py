@@ -110,11 +110,21 @@ async def test_ten_thousand_cycles_leave_no_members_tasks_frames_or_memory(
     await _run(server.port, CYCLES)
     after = await _settled(server)
 
-    print(f"\nRSS before: {before['rss_bytes'] / 2**20:.1f} MiB, "
-          f"after {CYCLES} cycles: {after['rss_bytes'] / 2**20:.1f} MiB "
-          f"(tasks {before['tasks']} -> {after['tasks']})")
-    for key in ("connections", "sockets", "client_addresses", "channels", "members", "lobby",
-                "queued", "pending_acks"):
+    print(
+        f"\nRSS before: {before['rss_bytes'] / 2**20:.1f} MiB, "
+        f"after {CYCLES} cycles: {after['rss_bytes'] / 2**20:.1f} MiB "
+        f"(tasks {before['tasks']} -> {after['tasks']})"
+    )
+    for key in (
+        "connections",
+        "sockets",
+        "client_addresses",
+        "channels",
+        "members",
+        "lobby",
+        "queued",
+        "pending_acks",
+    ):
         assert after[key] == 0, (key, after)
     assert after["tasks"] == before["tasks"], (before, after)
     assert after["rss_bytes"] - before["rss_bytes"] < RSS_SLACK, (before, after)

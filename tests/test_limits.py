@@ -101,9 +101,7 @@ async def test_connections_per_address_are_limited_and_slots_come_back(server_fa
     url = f"{server.ws}?token={TOKEN}"
 
     # Concurrent handshakes cannot slip past the limit together.
-    results = await asyncio.gather(
-        *(Client.connect(url) for _ in range(8)), return_exceptions=True
-    )
+    results = await asyncio.gather(*(Client.connect(url) for _ in range(8)), return_exceptions=True)
     accepted = [r for r in results if isinstance(r, Client)]
     refused = [r for r in results if isinstance(r, InvalidStatus)]
     assert len(accepted) == 3
@@ -204,8 +202,9 @@ async def test_user_bound_by_token_cannot_be_spoofed_in_presence(server_factory)
     await watcher.join("room")
     await watcher.presence()
 
-    status, body = await ahttp("POST", f"{server.http}/conveyor/auth?token={TOKEN}",
-                               {"channel": "room", "userId": 1001})
+    status, body = await ahttp(
+        "POST", f"{server.http}/conveyor/auth?token={TOKEN}", {"channel": "room", "userId": 1001}
+    )
     assert status == 200
     user = await Client.connect(f"{server.ws}?token={body['auth']}")
     await user.send({"action": "assoc-user-to-fd-action", "userId": 1})

@@ -21,13 +21,16 @@ QUIET = TIMEOUT * (ATTEMPTS + 1) + 0.2
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
-    yield from serve(request, {
-        "CONVEYOR_SERVER_TOKEN": TOKEN,
-        "CONVEYOR_USE_PRESENCE": "true",
-        "CONVEYOR_USE_ACKNOWLEDGMENT": "true",
-        "CONVEYOR_ACKNOWLEDGMENT_ATTEMPTS": str(ATTEMPTS),
-        "CONVEYOR_ACKNOWLEDGMENT_TIMEOUT": str(TIMEOUT),
-    })
+    yield from serve(
+        request,
+        {
+            "CONVEYOR_SERVER_TOKEN": TOKEN,
+            "CONVEYOR_USE_PRESENCE": "true",
+            "CONVEYOR_USE_ACKNOWLEDGMENT": "true",
+            "CONVEYOR_ACKNOWLEDGMENT_ATTEMPTS": str(ATTEMPTS),
+            "CONVEYOR_ACKNOWLEDGMENT_TIMEOUT": str(TIMEOUT),
+        },
+    )
 
 
 async def ack(client: Client, frame: dict[str, Any]) -> None:

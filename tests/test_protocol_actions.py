@@ -113,8 +113,24 @@ async def test_field_of_the_wrong_type_is_invalid_field(server, frame, field) ->
         await sync(client)
 
 
-BAD_CHANNELS = ["", "a" * 201, "é" * 201, "\x00", "room\n", "a\tb", "\x1f", "\x7f", "x\x85y",
-                "\x9f", 5, 1.5, True, [], ["room"], {"name": "room"}]
+BAD_CHANNELS = [
+    "",
+    "a" * 201,
+    "é" * 201,
+    "\x00",
+    "room\n",
+    "a\tb",
+    "\x1f",
+    "\x7f",
+    "x\x85y",
+    "\x9f",
+    5,
+    1.5,
+    True,
+    [],
+    ["room"],
+    {"name": "room"},
+]
 
 
 @pytest.mark.parametrize("channel", BAD_CHANNELS)
@@ -123,13 +139,24 @@ async def test_bad_channel_names_are_refused_and_nothing_changes(server, channel
         client = await clients.open()
         room = unique()
         await client.join(room)
-        await refused(client, {"action": "channel-connect", "channel": channel}, "invalid-field",
-                      "channel")
+        await refused(
+            client, {"action": "channel-connect", "channel": channel}, "invalid-field", "channel"
+        )
         assert await members(server, room) == [client.fd]
 
 
-@pytest.mark.parametrize("channel", ["a" * 200, "é" * 200, "😀" * 200, "private-notifications",
-                                     "with space", "zero\u200bwidth", "a/b/c"])
+@pytest.mark.parametrize(
+    "channel",
+    [
+        "a" * 200,
+        "é" * 200,
+        "😀" * 200,
+        "private-notifications",
+        "with space",
+        "zero\u200bwidth",
+        "a/b/c",
+    ],
+)
 async def test_good_channel_names_are_accepted(server, channel) -> None:
     async with pool(server) as clients:
         client = await clients.open()
@@ -144,11 +171,28 @@ async def test_good_channel_names_are_accepted(server, channel) -> None:
 # -- data passthrough and the envelope ---------------------------------------------
 
 DATA = [
-    2**70, -(2**70), 2**64, 2**63, 2**53 + 1, 453728974839278943, 123456789012345678901234567890,
-    0.1, 1e300, -2.5e-300, 1.5, 0, False, "", [], {}, "😀 ünïcødé \u2028",
+    2**70,
+    -(2**70),
+    2**64,
+    2**63,
+    2**53 + 1,
+    453728974839278943,
+    123456789012345678901234567890,
+    0.1,
+    1e300,
+    -2.5e-300,
+    1.5,
+    0,
+    False,
+    "",
+    [],
+    {},
+    "😀 ünïcødé \u2028",
     {"nested": {"list": [1, 2**80, {"deep": [None, True, "x"]}], "f": 3.25}},
     [[[[[]]]]],
-    "cut emoji \ud83d", "\udc00 lone low", {"k\ud800": ["\ud800", 2**65]},
+    "cut emoji \ud83d",
+    "\udc00 lone low",
+    {"k\ud800": ["\ud800", 2**65]},
 ]
 
 
@@ -247,8 +291,11 @@ async def test_broadcast_in_no_channel_reaches_everyone_in_no_channel(server) ->
         await sync(member)
         await a.send({"action": "broadcast-action", "data": "lobby"})
         for client in (a, b):
-            assert await client.recv() == {"action": "broadcast-action", "data": "lobby",
-                                           "fd": a.fd}
+            assert await client.recv() == {
+                "action": "broadcast-action",
+                "data": "lobby",
+                "fd": a.fd,
+            }
         await member.silent(0.2)
 
 
@@ -260,8 +307,7 @@ async def test_fanout_with_the_server_token_reaches_every_connection(server) -> 
         for auth in ({"auth": TOKEN}, {}, {"auth": None}):
             await a.send({"action": "fanout-action", "data": [1], **auth})
             for client in (a, b, c):
-                assert await client.recv() == {"action": "fanout-action", "data": [1],
-                                               "fd": a.fd}
+                assert await client.recv() == {"action": "fanout-action", "data": [1], "fd": a.fd}
 
 
 async def test_fanout_refused_without_the_server_token(server) -> None:
@@ -270,8 +316,12 @@ async def test_fanout_refused_without_the_server_token(server) -> None:
         temp = await clients.open(await mint(server))
         bound = await clients.open(await mint(server, channel=unique()))
         for sender, auth in ((a, "wrong"), (temp, None), (bound, None), (a, await mint(server))):
-            await refused(sender, {"action": "fanout-action", "data": 1, "auth": auth},
-                          "unauthorized", "fanout-action")
+            await refused(
+                sender,
+                {"action": "fanout-action", "data": 1, "auth": auth},
+                "unauthorized",
+                "fanout-action",
+            )
         await temp.send({"action": "fanout-action", "data": 2, "auth": TOKEN})
         for client in (a, temp, bound):
             assert (await client.expect("fanout-action"))["data"] == 2
@@ -297,8 +347,12 @@ async def test_refused_channel_connect_leaves_the_connection_where_it_was(server
         await client.join(room)
         await sync(client)
         for auth in ("wrong", await mint(server), await mint(server, channel=unique())):
-            await refused(client, {"action": "channel-connect", "channel": unique(), "auth": auth},
-                          "unauthorized", "channel")
+            await refused(
+                client,
+                {"action": "channel-connect", "channel": unique(), "auth": auth},
+                "unauthorized",
+                "channel",
+            )
         assert await members(server, room) == [client.fd]
         await client.send({"action": "broadcast-action", "data": "still"})
         assert (await client.expect("broadcast-action"))["data"] == "still"
@@ -310,12 +364,20 @@ async def test_temporary_token_bound_to_the_channel_is_consumed_on_use(server) -
     async with pool(server) as clients:
         a = await clients.open()
         b = await clients.open()
-        await refused(a, {"action": "channel-connect", "channel": unique(), "auth": token},
-                      "unauthorized", "channel")
+        await refused(
+            a,
+            {"action": "channel-connect", "channel": unique(), "auth": token},
+            "unauthorized",
+            "channel",
+        )
         await a.join(room, auth=token)  # the refusal above used nothing up
         await sync(a)
-        await refused(b, {"action": "channel-connect", "channel": room, "auth": token},
-                      "unauthorized", "channel")
+        await refused(
+            b,
+            {"action": "channel-connect", "channel": room, "auth": token},
+            "unauthorized",
+            "channel",
+        )
         assert await members(server, room) == [a.fd]
 
 
@@ -410,8 +472,9 @@ async def test_listeners_filter_broadcast_fanout_http_and_application_actions(se
         await sender.send({"action": "shout", "channel": room, "data": 3})
         for expected in ("broadcast-action", "fanout-action", "shout"):
             assert (await sender.expect(expected))["action"] == expected
-        status, _ = await ahttp("POST", f"{server.http}/conveyor/message?token={TOKEN}",
-                                {"channel": room, "message": 4})
+        status, _ = await ahttp(
+            "POST", f"{server.http}/conveyor/message?token={TOKEN}", {"channel": room, "message": 4}
+        )
         assert status == 200
         assert (await sender.expect("broadcast-action"))["data"] == 4
         await listener.send({"action": "broadcast-action", "data": 5})
@@ -440,10 +503,16 @@ async def test_listeners_let_their_actions_through(server) -> None:
         await sender.send({"action": "shout", "channel": room, "data": "shouted"})
         await sender.send({"action": "fanout-action", "data": "fanned"})
         assert await listener.recv() == {"action": "shout", "data": "shouted", "fd": sender.fd}
-        assert await listener.recv() == {"action": "fanout-action", "data": "fanned",
-                                         "fd": sender.fd}
+        assert await listener.recv() == {
+            "action": "fanout-action",
+            "data": "fanned",
+            "fd": sender.fd,
+        }
         # Frames of two senders have no order between them: send after receiving.
         await listener.send({"action": "fanout-action", "data": "own"})
-        assert await listener.recv() == {"action": "fanout-action", "data": "own",
-                                         "fd": listener.fd}
+        assert await listener.recv() == {
+            "action": "fanout-action",
+            "data": "own",
+            "fd": listener.fd,
+        }
         await sync(listener)

@@ -86,7 +86,8 @@ async def test_connection_ids_are_distinct_and_never_reused(server) -> None:
 
 
 @pytest.mark.parametrize(
-    "query", ["", "?token=", "?token=wrong-token-xyz", f"?token={TOKEN}x", "?tok=other"],
+    "query",
+    ["", "?token=", "?token=wrong-token-xyz", f"?token={TOKEN}x", "?tok=other"],
     ids=["missing", "empty", "wrong", "longer", "other-parameter"],
 )
 async def test_bad_tokens_refuse_the_upgrade_with_403(server, query: str) -> None:
@@ -253,8 +254,9 @@ async def test_connections_are_logged_with_address_and_no_token(server) -> None:
     await client.close()
     assert await refused_status(f"{server.ws}?token=wrong-token-xyz") == 403
     await ahttp("GET", f"{server.http}/conveyor/channels?token={TOKEN}")
-    await ahttp("GET", f"{server.http}/conveyor/channels",
-                headers={"Authorization": f"Bearer {TOKEN}"})
+    await ahttp(
+        "GET", f"{server.http}/conveyor/channels", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     await asyncio.sleep(0.2)
     output = server.output()
     assert re.search(r"INFO.*accepted 127\.0\.0\.1:\d+ /\?token=\[redacted\]", output), output
@@ -285,8 +287,10 @@ def test_bad_configuration_stops_start_up_naming_the_variable(name: str, value: 
 
 
 async def test_no_token_in_any_log_line_even_at_trace_level(server_factory) -> None:
-    server = server_factory({"CONVEYOR_SERVER_TOKEN": TOKEN, "CONVEYOR_USE_PRESENCE": "true"},
-                            args=["--log-level", "trace"])
+    server = server_factory(
+        {"CONVEYOR_SERVER_TOKEN": TOKEN, "CONVEYOR_USE_PRESENCE": "true"},
+        args=["--log-level", "trace"],
+    )
     secret = await mint(server, channel="logged")
     async with pool(server) as clients:
         client = await clients.open()
@@ -298,8 +302,9 @@ async def test_no_token_in_any_log_line_even_at_trace_level(server_factory) -> N
         await client.send({"action": "fanout-action", "data": 1, "auth": TOKEN})
         await client.expect("channel-connect")
         await client.expect("fanout-action")
-    await ahttp("GET", f"{server.http}/conveyor/channels",
-                headers={"Authorization": f"Bearer {TOKEN}"})
+    await ahttp(
+        "GET", f"{server.http}/conveyor/channels", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert await refused_status(f"{server.ws}?token=wrong-token-xyz") == 403
     await asyncio.sleep(0.2)
     output = server.output()

@@ -19,9 +19,14 @@ BURST = 20
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
-    yield from serve(request, {"CONVEYOR_SERVER_TOKEN": TOKEN,
-                               "CONVEYOR_RATE_LIMIT": str(RATE),
-                               "CONVEYOR_RATE_BURST": str(BURST)})
+    yield from serve(
+        request,
+        {
+            "CONVEYOR_SERVER_TOKEN": TOKEN,
+            "CONVEYOR_RATE_LIMIT": str(RATE),
+            "CONVEYOR_RATE_BURST": str(BURST),
+        },
+    )
 
 
 async def mint(server: ServerProcess) -> str:
@@ -83,8 +88,12 @@ async def test_flooding_gets_rate_limited_errors_and_nobody_else_is_touched(serv
         echoed = [f["data"] for f in frames if f["action"] == "base-action"]
         assert limited and echoed[:BURST] == list(range(BURST))
         for error in limited:
-            assert error == {"action": "error", "code": "rate-limited", "data": error["data"],
-                             "fd": flooder.fd}
+            assert error == {
+                "action": "error",
+                "code": "rate-limited",
+                "data": error["data"],
+                "fd": flooder.fd,
+            }
         await sync(other)
         await asyncio.sleep(1.0)
         await sync(flooder)

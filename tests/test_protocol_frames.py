@@ -18,8 +18,9 @@ LIMIT = 1000
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
-    yield from serve(request, {"CONVEYOR_SERVER_TOKEN": TOKEN,
-                               "CONVEYOR_MAX_MESSAGE_BYTES": str(LIMIT)})
+    yield from serve(
+        request, {"CONVEYOR_SERVER_TOKEN": TOKEN, "CONVEYOR_MAX_MESSAGE_BYTES": str(LIMIT)}
+    )
 
 
 def sized_frame(size: int, filler: str = "x") -> str:
@@ -34,8 +35,22 @@ def sized_frame(size: int, filler: str = "x") -> str:
 
 
 @pytest.mark.parametrize(
-    "raw", ["ping", "pong", "{not json", '[1, 2, {"action": "x"}]', "42", '"text"', "null",
-            "true", " ", "", "12345678901234567890123", "NaN", "1e999"],
+    "raw",
+    [
+        "ping",
+        "pong",
+        "{not json",
+        '[1, 2, {"action": "x"}]',
+        "42",
+        '"text"',
+        "null",
+        "true",
+        " ",
+        "",
+        "12345678901234567890123",
+        "NaN",
+        "1e999",
+    ],
 )
 async def test_text_that_is_not_a_json_object_is_echoed_as_base_action(server, raw) -> None:
     async with pool(server) as clients:
@@ -55,7 +70,8 @@ async def test_echo_goes_to_the_sender_only(server) -> None:
 
 
 @pytest.mark.parametrize(
-    "payload", [b"\x89\x00", b"\x89", b"\xff\xfe\xfd", b"ping", b"[1,2]", b"42", b"", b"null"],
+    "payload",
+    [b"\x89\x00", b"\x89", b"\xff\xfe\xfd", b"ping", b"[1,2]", b"42", b"", b"null"],
 )
 async def test_binary_that_is_not_a_json_object_is_ignored(server, payload) -> None:
     async with pool(server) as clients:
@@ -172,8 +188,15 @@ async def expect_close(client: Client, code: int) -> None:
         ["x" * 600, "y" * 401],
         [b"\x89" * 500, b"\x00" * 501],
     ],
-    ids=["text", "two-byte-text", "two-byte-non-json", "three-byte-non-json", "binary",
-         "fragmented-text", "fragmented-binary"],
+    ids=[
+        "text",
+        "two-byte-text",
+        "two-byte-non-json",
+        "three-byte-non-json",
+        "binary",
+        "fragmented-text",
+        "fragmented-binary",
+    ],
 )
 async def test_message_over_the_maximum_closes_with_1009_and_nobody_else_notices(
     server, payload

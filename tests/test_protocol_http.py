@@ -23,9 +23,14 @@ MAX_TTL = 60
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
-    yield from serve(request, {"CONVEYOR_SERVER_TOKEN": TOKEN,
-                               "CONVEYOR_TOKEN_MAX_TTL": str(MAX_TTL),
-                               "CONVEYOR_TOKEN_TTL": "30"})
+    yield from serve(
+        request,
+        {
+            "CONVEYOR_SERVER_TOKEN": TOKEN,
+            "CONVEYOR_TOKEN_MAX_TTL": str(MAX_TTL),
+            "CONVEYOR_TOKEN_TTL": "30",
+        },
+    )
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -37,9 +42,15 @@ def q(channel: str) -> str:
     return urllib.parse.quote(channel, safe="")
 
 
-async def call(server: ServerProcess, method: str, path: str, body: Any = None,
-               token: str | None = TOKEN, bearer: str | None = None,
-               raw: bytes | None = None) -> tuple[int, Any]:
+async def call(
+    server: ServerProcess,
+    method: str,
+    path: str,
+    body: Any = None,
+    token: str | None = TOKEN,
+    bearer: str | None = None,
+    raw: bytes | None = None,
+) -> tuple[int, Any]:
     url = f"{server.http}{path}"
     if token is not None:
         url += ("&" if "?" in path else "?") + f"token={token}"
@@ -64,8 +75,11 @@ async def test_every_route_takes_the_token_in_the_query_or_as_bearer(server) -> 
         await sync(member)
         for how in ({"token": TOKEN}, {"token": None, "bearer": TOKEN}):
             assert (await call(server, "POST", "/conveyor/auth", {}, **how))[0] == 200
-            assert (await call(server, "POST", "/conveyor/message",
-                               {"channel": room, "message": "m"}, **how))[0] == 200
+            assert (
+                await call(
+                    server, "POST", "/conveyor/message", {"channel": room, "message": "m"}, **how
+                )
+            )[0] == 200
             assert (await member.expect("broadcast-action"))["data"] == "m"
             assert (await call(server, "GET", "/conveyor/channels", **how))[0] == 200
             assert (await call(server, "GET", f"/conveyor/channels/{room}", **how))[0] == 200
@@ -82,8 +96,14 @@ ROUTES = [
 @pytest.mark.parametrize(("method", "path", "body"), ROUTES)
 async def test_missing_wrong_and_temporary_tokens_get_401(server, method, path, body) -> None:
     temp = await mint(server)
-    for how in ({"token": None}, {"token": "wrong"}, {"token": None, "bearer": "wrong"},
-                {"token": temp}, {"token": None, "bearer": temp}, {"token": ""}):
+    for how in (
+        {"token": None},
+        {"token": "wrong"},
+        {"token": None, "bearer": "wrong"},
+        {"token": temp},
+        {"token": None, "bearer": temp},
+        {"token": ""},
+    ):
         status, answer = await call(server, method, path, body, **how)
         assert status == 401, (how, answer)
     # the temporary token was not used up by being refused here
@@ -98,8 +118,9 @@ async def test_either_place_holding_the_server_token_is_enough(server) -> None:
 
 async def test_other_authorization_schemes_get_401(server) -> None:
     for header in (f"Basic {TOKEN}", TOKEN, f"Bearer{TOKEN}", "Bearer "):
-        status, _ = await ahttp("GET", f"{server.http}/conveyor/channels",
-                                headers={"Authorization": header})
+        status, _ = await ahttp(
+            "GET", f"{server.http}/conveyor/channels", headers={"Authorization": header}
+        )
         assert status == 401, header
 
 
@@ -121,8 +142,11 @@ async def test_open_mode_checks_nothing_and_ignores_tokens(open_server) -> None:
         await sync(member)
         for how in ({"token": None}, {"token": "anything"}, {"token": None, "bearer": "x"}):
             assert (await call(open_server, "POST", "/conveyor/auth", {}, **how))[0] == 200
-            assert (await call(open_server, "POST", "/conveyor/message",
-                               {"channel": room, "message": 1}, **how))[0] == 200
+            assert (
+                await call(
+                    open_server, "POST", "/conveyor/message", {"channel": room, "message": 1}, **how
+                )
+            )[0] == 200
             assert (await member.expect("broadcast-action"))["data"] == 1
             assert (await call(open_server, "GET", "/conveyor/channels", **how))[0] == 200
             assert (await call(open_server, "GET", f"/conveyor/channels/{room}", **how))[0] == 200
@@ -138,11 +162,21 @@ async def test_minted_tokens_are_long_random_and_distinct(server) -> None:
         assert len(token) >= 22  # at least 128 bits of URL-safe base64
 
 
-@pytest.mark.parametrize("body", [
-    {}, {"channel": "room"}, {"userId": 7}, {"userId": "7"}, {"userId": 453728974839278943},
-    {"ttl": 1}, {"ttl": MAX_TTL}, {"ttl": 30.5}, {"channel": None, "userId": None, "ttl": None},
-    {"channel": "a" * 200, "userId": "u", "ttl": 5},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"channel": "room"},
+        {"userId": 7},
+        {"userId": "7"},
+        {"userId": 453728974839278943},
+        {"ttl": 1},
+        {"ttl": MAX_TTL},
+        {"ttl": 30.5},
+        {"channel": None, "userId": None, "ttl": None},
+        {"channel": "a" * 200, "userId": "u", "ttl": 5},
+    ],
+)
 async def test_auth_accepts_good_bodies(server, body) -> None:
     status, answer = await call(server, "POST", "/conveyor/auth", body)
     assert status == 200 and set(answer) == {"auth"}
@@ -153,15 +187,35 @@ async def test_auth_accepts_an_empty_body(server) -> None:
     assert status == 200 and isinstance(answer["auth"], str)
 
 
-@pytest.mark.parametrize("raw", [
-    b"{nope", b"[]", b'"x"', b"42", b"null",
-    b'{"channel": ""}', b'{"channel": 5}', b'{"channel": "a\\u0000"}',
-    b'{"channel": "' + b"a" * 201 + b'"}', b'{"channel": "x\\u0085"}',
-    b'{"userId": true}', b'{"userId": 1.5}', b'{"userId": ""}', b'{"userId": {}}',
-    b'{"userId": []}',
-    b'{"ttl": 0}', b'{"ttl": 0.5}', b'{"ttl": -1}', b'{"ttl": 61}', b'{"ttl": 60.01}',
-    b'{"ttl": "10"}', b'{"ttl": true}', b'{"ttl": 1e400}', b'{"ttl": [10]}',
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{nope",
+        b"[]",
+        b'"x"',
+        b"42",
+        b"null",
+        b'{"channel": ""}',
+        b'{"channel": 5}',
+        b'{"channel": "a\\u0000"}',
+        b'{"channel": "' + b"a" * 201 + b'"}',
+        b'{"channel": "x\\u0085"}',
+        b'{"userId": true}',
+        b'{"userId": 1.5}',
+        b'{"userId": ""}',
+        b'{"userId": {}}',
+        b'{"userId": []}',
+        b'{"ttl": 0}',
+        b'{"ttl": 0.5}',
+        b'{"ttl": -1}',
+        b'{"ttl": 61}',
+        b'{"ttl": 60.01}',
+        b'{"ttl": "10"}',
+        b'{"ttl": true}',
+        b'{"ttl": 1e400}',
+        b'{"ttl": [10]}',
+    ],
+)
 async def test_auth_refuses_bad_bodies_with_400(server, raw) -> None:
     status, answer = await call(server, "POST", "/conveyor/auth", raw=raw)
     assert status == 400, answer
@@ -171,8 +225,21 @@ async def test_auth_refuses_bad_bodies_with_400(server, raw) -> None:
 # -- POST /conveyor/message ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("message", ["hello", 0, False, " ", [None], {"a": 1}, 2**70, 1.5,
-                                     "😀", {"nested": [{"x": 453728974839278943}]}])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "hello",
+        0,
+        False,
+        " ",
+        [None],
+        {"a": 1},
+        2**70,
+        1.5,
+        "😀",
+        {"nested": [{"x": 453728974839278943}]},
+    ],
+)
 async def test_message_reaches_every_member_without_fd(server, message) -> None:
     async with pool(server) as clients:
         room = unique()
@@ -180,8 +247,9 @@ async def test_message_reaches_every_member_without_fd(server, message) -> None:
         for client in (a, b):
             await client.join(room)
             await sync(client)
-        status, answer = await call(server, "POST", "/conveyor/message",
-                                    {"channel": room, "message": message})
+        status, answer = await call(
+            server, "POST", "/conveyor/message", {"channel": room, "message": message}
+        )
         assert status == 200 and isinstance(answer["success"], str)
         for client in (a, b):
             frame = await client.recv()
@@ -190,14 +258,25 @@ async def test_message_reaches_every_member_without_fd(server, message) -> None:
         await outsider.silent(0.2)
 
 
-@pytest.mark.parametrize("raw", [
-    b"{nope", b"", b"[]", b'"text"',
-    b'{"channel": "ROOM"}', b'{"channel": "ROOM", "message": null}',
-    b'{"channel": "ROOM", "message": ""}', b'{"channel": "ROOM", "message": []}',
-    b'{"channel": "ROOM", "message": {}}',
-    b'{"message": "m"}', b'{"channel": null, "message": "m"}', b'{"channel": "", "message": "m"}',
-    b'{"channel": 5, "message": "m"}', b'{"channel": "a\\u001f", "message": "m"}',
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{nope",
+        b"",
+        b"[]",
+        b'"text"',
+        b'{"channel": "ROOM"}',
+        b'{"channel": "ROOM", "message": null}',
+        b'{"channel": "ROOM", "message": ""}',
+        b'{"channel": "ROOM", "message": []}',
+        b'{"channel": "ROOM", "message": {}}',
+        b'{"message": "m"}',
+        b'{"channel": null, "message": "m"}',
+        b'{"channel": "", "message": "m"}',
+        b'{"channel": 5, "message": "m"}',
+        b'{"channel": "a\\u001f", "message": "m"}',
+    ],
+)
 @pytest.mark.parametrize("occupied", [True, False], ids=["occupied", "empty"])
 async def test_bad_message_bodies_get_400_whether_or_not_the_channel_is_empty(
     server, raw, occupied
@@ -208,8 +287,9 @@ async def test_bad_message_bodies_get_400_whether_or_not_the_channel_is_empty(
             member = await clients.open()
             await member.join(room)
             await sync(member)
-        status, answer = await call(server, "POST", "/conveyor/message",
-                                    raw=raw.replace(b"ROOM", room.encode()))
+        status, answer = await call(
+            server, "POST", "/conveyor/message", raw=raw.replace(b"ROOM", room.encode())
+        )
         assert status == 400, answer
         if occupied:
             await member.silent(0.1)
@@ -224,12 +304,14 @@ async def test_message_nesting_limit(server) -> None:
         deep: Any = []
         for _ in range(MAX_DEPTH - 2):  # with the body around it: MAX_DEPTH levels
             deep = [deep]
-        status, _ = await call(server, "POST", "/conveyor/message",
-                               {"channel": room, "message": deep})
+        status, _ = await call(
+            server, "POST", "/conveyor/message", {"channel": room, "message": deep}
+        )
         assert status == 200
         assert (await member.expect("broadcast-action"))["data"] == deep
-        status, _ = await call(server, "POST", "/conveyor/message",
-                               {"channel": room, "message": [deep]})
+        status, _ = await call(
+            server, "POST", "/conveyor/message", {"channel": room, "message": [deep]}
+        )
         assert status == 400
         await member.silent(0.1)
     assert "Traceback" not in server.output()
@@ -238,15 +320,17 @@ async def test_message_nesting_limit(server) -> None:
 async def test_message_to_an_empty_channel_is_404(server) -> None:
     async with pool(server) as clients:
         room = unique()
-        status, _ = await call(server, "POST", "/conveyor/message", {"channel": room,
-                                                                      "message": "m"})
+        status, _ = await call(
+            server, "POST", "/conveyor/message", {"channel": room, "message": "m"}
+        )
         assert status == 404
         member = await clients.open()
         await member.join(room)
         await member.send({"action": "channel-disconnect"})
         await sync(member)
-        status, _ = await call(server, "POST", "/conveyor/message", {"channel": room,
-                                                                      "message": "m"})
+        status, _ = await call(
+            server, "POST", "/conveyor/message", {"channel": room, "message": "m"}
+        )
         assert status == 404
 
 
@@ -301,8 +385,11 @@ async def test_channel_detail_has_exactly_channel_fds_user_ids(server) -> None:
             await sync(client)
         status, raw = await ahttp("GET", f"{server.http}/conveyor/channels/{q(room)}?token={TOKEN}")
         assert status == 200
-        assert raw == {"channel": room, "fds": sorted([a.fd, b.fd, c.fd]),
-                       "userIds": {str(b.fd): 453728974839278943, str(c.fd): "42"}}
+        assert raw == {
+            "channel": room,
+            "fds": sorted([a.fd, b.fd, c.fd]),
+            "userIds": {str(b.fd): 453728974839278943, str(c.fd): "42"},
+        }
 
 
 async def test_channel_detail_of_an_empty_channel_is_404(server) -> None:
@@ -322,7 +409,10 @@ def test_health_is_503_when_the_redis_backend_does_not_answer() -> None:
     # start() waits for a 200 from /health, which never comes here: launch by hand.
     server.proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", server.app, "--host", HOST, "--port", str(server.port)],
-        cwd=ROOT, env=server.env, stdout=server.log, stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=server.env,
+        stdout=server.log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 15

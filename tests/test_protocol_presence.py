@@ -51,12 +51,22 @@ async def test_join_is_announced_to_every_member_including_the_joiner(server) ->
         a, b, c = [await clients.open() for _ in range(3)]
         await a.join(room)
         first = await update(a)
-        assert first == {"fd": a.fd, "event": "channel-presence", "channel": room,
-                         "fds": [a.fd], "userIds": {}}
+        assert first == {
+            "fd": a.fd,
+            "event": "channel-presence",
+            "channel": room,
+            "fds": [a.fd],
+            "userIds": {},
+        }
         await c.join(room)
         for client in (a, c):
-            assert await update(client) == {"fd": c.fd, "event": "channel-presence",
-                                            "channel": room, "fds": [a.fd, c.fd], "userIds": {}}
+            assert await update(client) == {
+                "fd": c.fd,
+                "event": "channel-presence",
+                "channel": room,
+                "fds": [a.fd, c.fd],
+                "userIds": {},
+            }
         await b.join(room)  # b's id lies between a's and c's: fds stay ascending
         for client in (a, b, c):
             data = await update(client)
@@ -90,8 +100,13 @@ async def test_channel_disconnect_is_announced_to_the_others_only(server) -> Non
         await update(b)
         await b.send({"action": "channel-disconnect"})
         left = await update(a, "channel-disconnect")
-        assert left == {"fd": b.fd, "event": "channel-presence", "channel": room,
-                        "fds": [a.fd], "userIds": {}}
+        assert left == {
+            "fd": b.fd,
+            "event": "channel-presence",
+            "channel": room,
+            "fds": [a.fd],
+            "userIds": {},
+        }
         await sync(b)  # the leaver gets no leave update
 
 
@@ -149,8 +164,13 @@ async def test_socket_ending_announces_a_leave(server, how: str) -> None:
             b.drop()
         for client in (a, c):
             left = await update(client, "channel-disconnect")
-            assert left == {"fd": b.fd, "event": "channel-presence", "channel": room,
-                            "fds": sorted([a.fd, c.fd]), "userIds": {str(c.fd): USER_A}}
+            assert left == {
+                "fd": b.fd,
+                "event": "channel-presence",
+                "channel": room,
+                "fds": sorted([a.fd, c.fd]),
+                "userIds": {str(c.fd): USER_A},
+            }
 
 
 async def test_user_id_changes_are_announced_and_repeats_are_not(server) -> None:
@@ -240,9 +260,10 @@ def _raw_client(port: int) -> socket.socket:
     sock.connect((HOST, port))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
-        (f"GET /?token={TOKEN} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
-         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
-        .encode()
+        (
+            f"GET /?token={TOKEN} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
     )
     head = b""
     while b"\r\n\r\n" not in head:
@@ -264,8 +285,8 @@ def _close_code(sock: socket.socket) -> int | None:
                 size, offset = int.from_bytes(buffer[2:10], "big"), 10
             if len(buffer) < offset + size:
                 break
-            payload = bytes(buffer[offset:offset + size])
-            del buffer[:offset + size]
+            payload = bytes(buffer[offset : offset + size])
+            del buffer[: offset + size]
             if opcode == 8:
                 return int.from_bytes(payload[:2], "big")
         chunk = sock.recv(1 << 20)
@@ -277,8 +298,13 @@ def _close_code(sock: socket.socket) -> int | None:
 async def test_a_client_that_never_reads_is_evicted_and_others_keep_receiving(
     server_factory,
 ) -> None:
-    server = server_factory({"CONVEYOR_SERVER_TOKEN": TOKEN, "CONVEYOR_USE_PRESENCE": "true",
-                             "CONVEYOR_SEND_QUEUE_SIZE": "8"})
+    server = server_factory(
+        {
+            "CONVEYOR_SERVER_TOKEN": TOKEN,
+            "CONVEYOR_USE_PRESENCE": "true",
+            "CONVEYOR_SEND_QUEUE_SIZE": "8",
+        }
+    )
     room = unique()
     async with pool(server) as clients:
         a, b = await clients.open(), await clients.open()
@@ -289,8 +315,9 @@ async def test_a_client_that_never_reads_is_evicted_and_others_keep_receiving(
         await update(b)
         slow = await asyncio.to_thread(_raw_client, server.port)
         try:
-            await asyncio.to_thread(slow.sendall, _masked(json.dumps(
-                {"action": "channel-connect", "channel": room})))
+            await asyncio.to_thread(
+                slow.sendall, _masked(json.dumps({"action": "channel-connect", "channel": room}))
+            )
             slow_fd = (await update(a))["fd"]
             await update(b)
             blob = "x" * 50_000

@@ -27,8 +27,9 @@ async def start(redis_url: str) -> AsyncIterator[Start]:
     """Start RedisBackends (with their nodes); every one is stopped after the test."""
     running: list[RedisBackend] = []
 
-    async def start_backend(prefix: str, node_timeout: float = 3.0) -> tuple[RedisBackend,
-                                                                             RecordingNode]:
+    async def start_backend(
+        prefix: str, node_timeout: float = 3.0
+    ) -> tuple[RedisBackend, RecordingNode]:
         backend = RedisBackend(redis_url, prefix=prefix, node_timeout=node_timeout)
         node = RecordingNode()
         await backend.start(node)
@@ -87,8 +88,16 @@ async def test_two_nodes_of_one_prefix_share_state_and_delivery(start) -> None:
     a, node_a = await start(prefix)
     b, node_b = await start(prefix)
 
-    assert len({await a.next_connection_id(), await b.next_connection_id(),
-                await a.next_connection_id()}) == 3
+    assert (
+        len(
+            {
+                await a.next_connection_id(),
+                await b.next_connection_id(),
+                await a.next_connection_id(),
+            }
+        )
+        == 3
+    )
     await a.join("room", 11, "ann", announce=True)
     expected = PresenceChange("join", "room", 11, ((11, "ann"),))
     assert await node_a.next_presence() == expected

@@ -39,8 +39,7 @@ def nodes(redis_url: str) -> Iterator[Nodes]:
     prefix = unique_prefix()
     started: list[ServerProcess] = []
 
-    def start(args: list[str] | None = None, url: str | None = None,
-              **env: str) -> ServerProcess:
+    def start(args: list[str] | None = None, url: str | None = None, **env: str) -> ServerProcess:
         server = ServerProcess(_env(url or redis_url, prefix, **env), args=args)
         started.append(server)
         return server.start()
@@ -78,7 +77,10 @@ async def test_two_nodes_deliver_and_answer_as_one_server(nodes: Nodes) -> None:
     await on_b.send({"action": "broadcast-action", "data": {"n": 1}})
     for client in (on_a, on_b):
         assert await client.expect("broadcast-action") == {
-            "action": "broadcast-action", "data": {"n": 1}, "fd": on_b.fd}
+            "action": "broadcast-action",
+            "data": {"n": 1},
+            "fd": on_b.fd,
+        }
 
     # A broadcast from outside any channel reaches everyone outside channels.
     await idle_b.send({"action": "broadcast-action", "data": "lobby"})
@@ -91,24 +93,40 @@ async def test_two_nodes_deliver_and_answer_as_one_server(nodes: Nodes) -> None:
         assert (await client.expect("fanout-action"))["data"] == "all"
 
     # HTTP publish on either node reaches members on both.
-    status, _ = await ahttp("POST", f"{b.http}/conveyor/message?token={TOKEN}",
-                            {"channel": "room", "message": "over http"})
+    status, _ = await ahttp(
+        "POST",
+        f"{b.http}/conveyor/message?token={TOKEN}",
+        {"channel": "room", "message": "over http"},
+    )
     assert status == 200
     for client in (on_a, on_b):
         assert await client.expect("broadcast-action") == {
-            "action": "broadcast-action", "data": "over http"}
+            "action": "broadcast-action",
+            "data": "over http",
+        }
     for client in (idle_a, idle_b):
         await client.silent()
 
     # Both nodes tell the same story about channels.
     listings = [await ahttp("GET", f"{n.http}/conveyor/channels?token={TOKEN}") for n in (a, b)]
-    assert listings[0] == listings[1] == (
-        200, {"channels": [{"channel": "room", "connections": 2, "users": 1}]})
-    shown = [await ahttp("GET", f"{n.http}/conveyor/channels/room?token={TOKEN}")
-             for n in (a, b)]
-    assert shown[0] == shown[1] == (200, {
-        "channel": "room", "fds": sorted([on_a.fd, on_b.fd]),
-        "userIds": {str(on_a.fd): 453728974839278943}})
+    assert (
+        listings[0]
+        == listings[1]
+        == (200, {"channels": [{"channel": "room", "connections": 2, "users": 1}]})
+    )
+    shown = [await ahttp("GET", f"{n.http}/conveyor/channels/room?token={TOKEN}") for n in (a, b)]
+    assert (
+        shown[0]
+        == shown[1]
+        == (
+            200,
+            {
+                "channel": "room",
+                "fds": sorted([on_a.fd, on_b.fd]),
+                "userIds": {str(on_a.fd): 453728974839278943},
+            },
+        )
+    )
 
     # A leave on one node is seen on the other.
     await on_b.close()
@@ -120,8 +138,9 @@ async def test_two_nodes_deliver_and_answer_as_one_server(nodes: Nodes) -> None:
 
 async def test_a_token_minted_on_one_node_works_once_on_another(nodes: Nodes) -> None:
     a, b = nodes(), nodes()
-    status, body = await ahttp("POST", f"{a.http}/conveyor/auth?token={TOKEN}",
-                               {"channel": "vip", "userId": "u-1"})
+    status, body = await ahttp(
+        "POST", f"{a.http}/conveyor/auth?token={TOKEN}", {"channel": "vip", "userId": "u-1"}
+    )
     assert status == 200
     temp = body["auth"]
 
@@ -166,18 +185,22 @@ async def test_a_killed_node_disappears_and_a_restart_finds_no_ghosts(nodes: Nod
     await asyncio.sleep(NODE_TIMEOUT)
     c = nodes()
     assert await ahttp("GET", f"{c.http}/conveyor/channels?token={TOKEN}") == (
-        200, {"channels": []})
+        200,
+        {"channels": []},
+    )
 
 
 async def test_four_workers_agree_on_a_crowd_joining_and_leaving_at_once(
-    nodes: Nodes, redis_url: str,
+    nodes: Nodes,
+    redis_url: str,
 ) -> None:
     # Liveness is not under test here: a generous timeout keeps a worker that
     # a loaded machine stalls for a moment from being presumed dead.
     server = nodes(args=["--workers", "4"], CONVEYOR_NODE_TIMEOUT="15")
     assert await _workers_registered(redis_url, nodes.prefix, 4)  # type: ignore[attr-defined]
-    opened = await asyncio.gather(*(Client.connect(_auth(server.ws)) for _ in range(200)),
-                                  return_exceptions=True)
+    opened = await asyncio.gather(
+        *(Client.connect(_auth(server.ws)) for _ in range(200)), return_exceptions=True
+    )
     clients = [c for c in opened if isinstance(c, Client)]
     last: dict[int, dict[str, Any]] = {}
     readers = [asyncio.create_task(_record_presence(c, last)) for c in clients]
@@ -203,8 +226,13 @@ async def _workers_registered(redis_url: str, prefix: str, count: int) -> bool:
         await raw.aclose()
 
 
-async def _crowd(server: ServerProcess, clients: list[Client], last: dict[int, dict[str, Any]],
-                 redis_url: str, prefix: str) -> None:
+async def _crowd(
+    server: ServerProcess,
+    clients: list[Client],
+    last: dict[int, dict[str, Any]],
+    redis_url: str,
+    prefix: str,
+) -> None:
     await asyncio.gather(*(c.join("crowd") for c in clients))
     random.seed(7)
     leaving = random.sample(clients, 100)
@@ -241,8 +269,9 @@ async def _record_presence(client: Client, last: dict[int, dict[str, Any]]) -> N
             last[client.fd] = {**json.loads(frame["data"]), "seen": now}
 
 
-async def _settled_snapshot(server: ServerProcess, channel: str,
-                            last: dict[int, dict[str, Any]]) -> list[int]:
+async def _settled_snapshot(
+    server: ServerProcess, channel: str, last: dict[int, dict[str, Any]]
+) -> list[int]:
     """The channel's fds once no presence update has arrived for a while (bounded)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 60
@@ -278,8 +307,9 @@ async def _outage_scenario(nodes: Nodes, redis_server: RedisServer) -> None:
 
     redis_server.stop()
     assert await _health_becomes(a, 503) and await _health_becomes(b, 503)
-    status, _ = await ahttp("POST", f"{a.http}/conveyor/message?token={TOKEN}",
-                            {"channel": "room", "message": "lost?"})
+    status, _ = await ahttp(
+        "POST", f"{a.http}/conveyor/message?token={TOKEN}", {"channel": "room", "message": "lost?"}
+    )
     assert status == 503
     for n in range(5):
         await first.send({"action": "broadcast-action", "data": n})
@@ -299,13 +329,18 @@ async def _outage_scenario(nodes: Nodes, redis_server: RedisServer) -> None:
     room = sorted([first.fd, second.fd])
     for node in (a, b):
         assert await ahttp("GET", f"{node.http}/conveyor/channels/room?token={TOKEN}") == (
-            200, {"channel": "room", "fds": room, "userIds": {str(first.fd): 1}})
+            200,
+            {"channel": "room", "fds": room, "userIds": {str(first.fd): 1}},
+        )
     for client in (first, second):
         assert await _settle_presence(client) == room
     await second.send({"action": "broadcast-action", "data": "back"})
     for client in (first, second):
         assert await client.expect("broadcast-action") == {
-            "action": "broadcast-action", "data": "back", "fd": second.fd}
+            "action": "broadcast-action",
+            "data": "back",
+            "fd": second.fd,
+        }
     newcomer = await Client.connect(_auth(b.ws))
     assert newcomer.fd not in all_fds
     await newcomer.send({"action": "broadcast-action", "data": "lobby"})

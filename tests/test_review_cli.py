@@ -13,8 +13,14 @@ from .support import ROOT, free_port
 
 def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env={**base, **env},
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 @pytest.mark.parametrize(
@@ -41,8 +47,18 @@ def test_a_bad_command_line_option_is_refused_by_the_parser() -> None:
 
 
 def test_uvicorn_import_of_the_app_names_a_bad_log_level() -> None:
-    done = _run(["-m", "uvicorn", "conveyor_asgi.app:app", "--host", "127.0.0.1",
-                 "--port", str(free_port())], CONVEYOR_LOG_LEVEL="verbose")
+    done = _run(
+        [
+            "-m",
+            "uvicorn",
+            "conveyor_asgi.app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(free_port()),
+        ],
+        CONVEYOR_LOG_LEVEL="verbose",
+    )
     assert done.returncode != 0
     assert "CONVEYOR_LOG_LEVEL='verbose'" in done.stderr
     assert "Traceback" not in done.stderr

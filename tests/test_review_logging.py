@@ -18,8 +18,13 @@ TOKEN = "never-in-the-logs-4217"
 
 def test_access_records_keep_their_arguments_for_uvicorns_formatter() -> None:
     record = logging.LogRecord(
-        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
-        ("127.0.0.1:5000", "GET", f"/conveyor/channels?token={TOKEN}", "1.1", 200), None,
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", f"/conveyor/channels?token={TOKEN}", "1.1", 200),
+        None,
     )
     assert RedactingFilter().filter(record)
     line = AccessFormatter("%(message)s", use_colors=False).format(record)
@@ -27,8 +32,15 @@ def test_access_records_keep_their_arguments_for_uvicorns_formatter() -> None:
 
 
 def test_a_secret_split_over_arguments_is_still_masked() -> None:
-    record = logging.LogRecord("conveyor_asgi.server", logging.INFO, __file__, 1,
-                               "opened with %s=%s", ("token", TOKEN), None)
+    record = logging.LogRecord(
+        "conveyor_asgi.server",
+        logging.INFO,
+        __file__,
+        1,
+        "opened with %s=%s",
+        ("token", TOKEN),
+        None,
+    )
     RedactingFilter().filter(record)
     assert record.getMessage() == "opened with token=[redacted]"
 

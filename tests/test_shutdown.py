@@ -67,8 +67,11 @@ async def test_frames_published_before_sigterm_arrive_before_the_close(server_fa
     await member.join("room")
     await member.presence()
 
-    status, _ = await ahttp("POST", f"{server.http}/conveyor/message?token={TOKEN}",
-                            {"channel": "room", "message": "last words"})
+    status, _ = await ahttp(
+        "POST",
+        f"{server.http}/conveyor/message?token={TOKEN}",
+        {"channel": "room", "message": "last words"},
+    )
     assert status == 200
     stopping = asyncio.create_task(_stop(server))
     frame = await member.expect("broadcast-action")

@@ -11,9 +11,24 @@ from .support import ROOT
 
 def test_short_soak_delivers_exactly_what_is_expected() -> None:
     result = subprocess.run(
-        [sys.executable, "benchmarks/soak.py", "--seconds", "2", "--clients", "6",
-         "--channels", "2", "--churners", "1", "--sample", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "benchmarks/soak.py",
+            "--seconds",
+            "2",
+            "--clients",
+            "6",
+            "--channels",
+            "2",
+            "--churners",
+            "1",
+            "--sample",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     out = result.stdout + result.stderr
     assert result.returncode == 0, out

@@ -25,8 +25,9 @@ async def test_stats_need_the_server_token_and_count_what_the_server_holds(
     await a.join("room")
     await a.send("sync")
     await a.expect("base-action")
-    status, stats = await ahttp("GET", f"{server.http}/conveyor/stats",
-                                headers={"Authorization": f"Bearer {TOKEN}"})
+    status, stats = await ahttp(
+        "GET", f"{server.http}/conveyor/stats", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert status == 200
     assert stats["connections"] == 2
     assert stats["sockets"] == 2

@@ -35,17 +35,46 @@ def test_valid_channel_names(name: str) -> None:
     assert valid_channel_name(name)
 
 
-@pytest.mark.parametrize("name", ["", "a" * 201, "\x00", "\x1f", "\x7f", "\x85", "\x9f", "a\nb",
-                                  "\ud800", 1, None, True, ["a"], {"a": 1}])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "a" * 201,
+        "\x00",
+        "\x1f",
+        "\x7f",
+        "\x85",
+        "\x9f",
+        "a\nb",
+        "\ud800",
+        1,
+        None,
+        True,
+        ["a"],
+        {"a": 1},
+    ],
+)
 def test_invalid_channel_names(name: object) -> None:
     assert not valid_channel_name(name)
 
 
-@pytest.mark.parametrize(("value", "ok"), [
-    (0, True), (-1, True), (2**80, True), ("x", True), ("42", True),
-    ("", False), (True, False), (False, False), (1.0, False), (None, False), ([], False),
-    ({}, False),
-])
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        (0, True),
+        (-1, True),
+        (2**80, True),
+        ("x", True),
+        ("42", True),
+        ("", False),
+        (True, False),
+        (False, False),
+        (1.0, False),
+        (None, False),
+        ([], False),
+        ({}, False),
+    ],
+)
 def test_valid_user_ids(value: object, ok: bool) -> None:
     assert valid_user_id(value) is ok
 
@@ -67,10 +96,13 @@ async def test_binary_that_is_not_an_object_is_ignored(raw: bytes) -> None:
     assert rec.frames == [] and not conn.closed
 
 
-@pytest.mark.parametrize("raw", [
-    '{"action":"broadcast-action","data":"cut \\ud83d"}',
-    '{"action":"broadcast-action","data":["\\udc00", 12345678901234567890123]}',
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"action":"broadcast-action","data":"cut \\ud83d"}',
+        '{"action":"broadcast-action","data":["\\udc00", 12345678901234567890123]}',
+    ],
+)
 async def test_lone_surrogate_escapes_are_json_like_any_other(raw: str) -> None:
     manager, router = await setup()
     conn, rec = await connect(manager)
@@ -88,15 +120,20 @@ async def test_binary_object_is_routed() -> None:
     assert await last(rec) == {"action": "base-action", "data": 1, "fd": conn.fd}
 
 
-@pytest.mark.parametrize(("message", "code"), [
-    ({}, "missing-action"), ({"action": None}, "missing-action"),
-    ({"action": 1}, "invalid-field"), ({"action": []}, "invalid-field"),
-    ({"action": "nope"}, "unknown-action"),
-    ({"action": "base-action"}, "invalid-field"),
-    ({"action": "channel-connect", "channel": "\x85"}, "invalid-field"),
-    ({"action": "assoc-user-to-fd-action", "userId": 1.5}, "invalid-field"),
-    ({"action": "fanout-action", "data": 1, "auth": "wrong"}, "unauthorized"),
-])
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ({}, "missing-action"),
+        ({"action": None}, "missing-action"),
+        ({"action": 1}, "invalid-field"),
+        ({"action": []}, "invalid-field"),
+        ({"action": "nope"}, "unknown-action"),
+        ({"action": "base-action"}, "invalid-field"),
+        ({"action": "channel-connect", "channel": "\x85"}, "invalid-field"),
+        ({"action": "assoc-user-to-fd-action", "userId": 1.5}, "invalid-field"),
+        ({"action": "fanout-action", "data": 1, "auth": "wrong"}, "unauthorized"),
+    ],
+)
 async def test_bad_messages_get_error_frames(message: dict[str, Any], code: str) -> None:
     manager, router = await setup(server_token=TOKEN)
     conn, rec = await connect(manager, token=TOKEN)
@@ -171,8 +208,12 @@ async def test_middleware_runs_for_its_actions_and_can_reject() -> None:
     router.add_middleware(deny, ["broadcast-action"])
     router.add_middleware(swallow, ["fanout-action"])
     await router.route(conn, {"action": "broadcast-action", "data": 1})
-    assert await last(rec) == {"action": "error", "code": "unauthorized",
-                               "data": "broadcasts are closed", "fd": conn.fd}
+    assert await last(rec) == {
+        "action": "error",
+        "code": "unauthorized",
+        "data": "broadcasts are closed",
+        "fd": conn.fd,
+    }
     await router.route(conn, {"action": "fanout-action", "data": 1})
     await router.route(conn, {"action": "base-action", "data": 2})
     assert await last(rec) == {"action": "base-action", "data": 2, "fd": conn.fd}

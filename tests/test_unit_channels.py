@@ -22,9 +22,16 @@ async def test_join_announces_to_every_member_with_ascending_fds() -> None:
     await manager.set_user(c, 453728974839278943)
     await manager.join(b, "room")
     await settle()
-    last = ("channel-connect", {"fd": b.fd, "event": "channel-presence", "channel": "room",
-                                "fds": [a.fd, b.fd, c.fd],
-                                "userIds": {str(c.fd): 453728974839278943}})
+    last = (
+        "channel-connect",
+        {
+            "fd": b.fd,
+            "event": "channel-presence",
+            "channel": "room",
+            "fds": [a.fd, b.fd, c.fd],
+            "userIds": {str(c.fd): 453728974839278943},
+        },
+    )
     for recorder in (ra, rb, rc):
         assert recorder.presence()[-1] == last
     assert len(rc.presence()) == 4 and len(ra.presence()) == 3 and len(rb.presence()) == 1
@@ -52,9 +59,18 @@ async def test_leave_is_announced_to_the_others_only() -> None:
     rb.clear()
     await manager.leave(b)
     await settle()
-    assert ra.presence() == [("channel-disconnect", {
-        "fd": b.fd, "event": "channel-presence", "channel": "room", "fds": [a.fd],
-        "userIds": {}})]
+    assert ra.presence() == [
+        (
+            "channel-disconnect",
+            {
+                "fd": b.fd,
+                "event": "channel-presence",
+                "channel": "room",
+                "fds": [a.fd],
+                "userIds": {},
+            },
+        )
+    ]
     assert rb.frames == []
     assert manager.stats()["lobby"] == 1 and b.channel is None
 
@@ -71,9 +87,11 @@ async def test_switching_channels_leaves_then_joins() -> None:
     await manager.join(m, "new")
     await settle()
     assert [(k, d["channel"], d["fds"]) for k, d in ra.presence()] == [
-        ("channel-disconnect", "old", [a.fd])]
+        ("channel-disconnect", "old", [a.fd])
+    ]
     assert [(k, d["channel"], d["fds"]) for k, d in rm.presence()] == [
-        ("channel-connect", "new", [b.fd, m.fd])]
+        ("channel-connect", "new", [b.fd, m.fd])
+    ]
     assert rb.presence() == rm.presence()
     assert await manager.channel_members("old") == {a.fd: None}
 
@@ -132,8 +150,14 @@ async def test_remove_cleans_up_everything_and_is_idempotent() -> None:
     left = [d for k, d in ra.presence() if k == "channel-disconnect"]
     assert len(left) == 1 and left[0]["fd"] == b.fd
     await manager.remove(a)
-    assert manager.stats() == {"connections": 0, "channels": 0, "members": 0, "lobby": 0,
-                               "queued": 0, "pending_acks": 0}
+    assert manager.stats() == {
+        "connections": 0,
+        "channels": 0,
+        "members": 0,
+        "lobby": 0,
+        "queued": 0,
+        "pending_acks": 0,
+    }
     assert await manager.channels() == []
 
 
@@ -174,8 +198,10 @@ async def test_http_publish_and_fanout_carry_no_fd_unless_given() -> None:
     await manager.publish("room", "broadcast-action", 2**70)
     await manager.fanout("fanout-action", "f", None)
     await settle()
-    assert ra.frames == [{"action": "broadcast-action", "data": 2**70},
-                         {"action": "fanout-action", "data": "f"}]
+    assert ra.frames == [
+        {"action": "broadcast-action", "data": 2**70},
+        {"action": "fanout-action", "data": "f"},
+    ]
     assert rb.frames == [{"action": "fanout-action", "data": "f"}]
 
 
@@ -193,8 +219,7 @@ async def test_listeners_filter_traffic_but_not_replies_errors_or_presence() -> 
     manager.reply(a, "base-action", 5)
     manager.error(a, "unknown-action", "nope")
     await settle()
-    assert ra.actions() == ["channel-connect", "channel-connect", "custom", "base-action",
-                            "error"]
+    assert ra.actions() == ["channel-connect", "channel-connect", "custom", "base-action", "error"]
     assert rb.actions().count("broadcast-action") == 3
 
 
@@ -226,8 +251,9 @@ async def test_message_ids_are_unique_and_only_with_acknowledgments() -> None:
 
 
 async def test_unacknowledged_frames_are_sent_attempts_plus_one_times() -> None:
-    manager = await make_manager(use_acknowledgment=True, acknowledgment_attempts=2,
-                                 acknowledgment_timeout=0.02)
+    manager = await make_manager(
+        use_acknowledgment=True, acknowledgment_attempts=2, acknowledgment_timeout=0.02
+    )
     (a, ra) = await connect(manager)
     manager.reply(a, "base-action", "x")
     await asyncio.sleep(0.15)
@@ -238,8 +264,9 @@ async def test_unacknowledged_frames_are_sent_attempts_plus_one_times() -> None:
 
 
 async def test_acknowledging_stops_re_sends_and_close_drops_pending() -> None:
-    manager = await make_manager(use_acknowledgment=True, acknowledgment_attempts=3,
-                                 acknowledgment_timeout=0.02)
+    manager = await make_manager(
+        use_acknowledgment=True, acknowledgment_attempts=3, acknowledgment_timeout=0.02
+    )
     (a, ra) = await connect(manager)
     manager.reply(a, "base-action", "x")
     manager.reply(a, "base-action", "y")

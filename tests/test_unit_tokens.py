@@ -23,18 +23,37 @@ def test_new_tokens_have_at_least_128_random_bits_and_differ() -> None:
         assert len(raw) * 8 >= 128
 
 
-@pytest.mark.parametrize(("given", "expected", "same"), [
-    ("abc", "abc", True), ("abc", "abd", False), ("abc", "abcd", False), ("", "abc", False),
-    (None, "abc", False), ("abc", None, False), (None, None, False), ("ü€", "ü€", True),
-])
+@pytest.mark.parametrize(
+    ("given", "expected", "same"),
+    [
+        ("abc", "abc", True),
+        ("abc", "abd", False),
+        ("abc", "abcd", False),
+        ("", "abc", False),
+        (None, "abc", False),
+        ("abc", None, False),
+        (None, None, False),
+        ("ü€", "ü€", True),
+    ],
+)
 def test_same_token(given: str | None, expected: str | None, same: bool) -> None:
     assert same_token(given, expected) is same
 
 
-@pytest.mark.parametrize(("header", "token"), [
-    ("Bearer abc", "abc"), ("bearer abc", "abc"), ("Bearer   abc  ", "abc"), ("Basic abc", None),
-    ("Bearer", None), ("Bearer ", None), ("", None), (None, None), ("abc", None),
-])
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("Bearer abc", "abc"),
+        ("bearer abc", "abc"),
+        ("Bearer   abc  ", "abc"),
+        ("Basic abc", None),
+        ("Bearer", None),
+        ("Bearer ", None),
+        ("", None),
+        (None, None),
+        ("abc", None),
+    ],
+)
 def test_bearer_token(header: str | None, token: str | None) -> None:
     assert bearer_token(header) == token
 
@@ -83,8 +102,7 @@ async def test_conveyor_mints_tokens_within_the_configured_bounds() -> None:
     conveyor = Conveyor(Settings(server_token="s", token_max_ttl=60, token_ttl=30))
     token = await conveyor.mint_token(channel="room", user_id="u", ttl=60)
     assert await conveyor.backend.take_token(token) == TokenGrant("room", "u")
-    for bad in ({"ttl": 61}, {"ttl": 0.5}, {"channel": ""}, {"user_id": ""},
-                {"user_id": True}):
+    for bad in ({"ttl": 61}, {"ttl": 0.5}, {"channel": ""}, {"user_id": ""}, {"user_id": True}):
         with pytest.raises(ValueError):
             await conveyor.mint_token(**bad)  # type: ignore[arg-type]
     await conveyor.shutdown()

@@ -57,7 +57,9 @@ end
 
 # KEYS: channel hash, channels set, owner's fds hash.
 # ARGV: fd, "owner|user", channel, bus, announce, quiet_if_unchanged, linger.
-JOIN = _ROSTER + """
+JOIN = (
+    _ROSTER
+    + """
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
@@ -68,11 +70,14 @@ if ARGV[6] == '1' and old and userpart(old) == userpart(ARGV[2]) then return 0 e
 redis.call('PUBLISH', ARGV[4], roster('join', ARGV[3], ARGV[1]))
 return 1
 """
+)
 
 # KEYS: channel hash, channels set, a fds hash to forget the fd in.
 # ARGV: fd, channel, bus, announce ("1", "0", or "auto": as the member joined),
 # owner ("" = whoever owns it).
-LEAVE = _ROSTER + """
+LEAVE = (
+    _ROSTER
+    + """
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return 0 end
 local mark = string.find(v, '[|!]')
@@ -84,6 +89,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) 
 if announce then redis.call('PUBLISH', ARGV[3], roster('leave', ARGV[2], ARGV[1])) end
 return 1
 """
+)
 
 # KEYS: token key. ARGV: "1" when a channel is required, that channel.
 # The stored value is "<user JSON>\n<0|1><channel>"; JSON text has no raw newline.
@@ -154,8 +160,13 @@ def user_of(value: str) -> UserId | None:
 
 
 def encode_delivery(delivery: Delivery) -> str:
-    header = [delivery.target, delivery.channel, delivery.action, delivery.filtered,
-              delivery.msg_id]
+    header = [
+        delivery.target,
+        delivery.channel,
+        delivery.action,
+        delivery.filtered,
+        delivery.msg_id,
+    ]
     return "D" + frames.dumps(header) + "\n" + delivery.text
 
 

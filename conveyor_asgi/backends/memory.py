@@ -51,8 +51,9 @@ class MemoryBackend(Backend):
         if announce:
             self._announce("leave", channel, fd, members)
 
-    def _announce(self, kind: str, channel: str, fd: int,
-                  members: dict[int, UserId | None]) -> None:
+    def _announce(
+        self, kind: str, channel: str, fd: int, members: dict[int, UserId | None]
+    ) -> None:
         if self._node is None:
             return
         roster = tuple(sorted(members.items()))

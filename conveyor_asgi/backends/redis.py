@@ -191,8 +191,9 @@ class RedisBackend(Backend):
             raise
 
     async def members(self, channel: str) -> dict[int, UserId | None]:
-        flat = cast("dict[str, str]",
-                    await self._call(lambda r: r.hgetall(self.keys.channel(channel))))
+        flat = cast(
+            "dict[str, str]", await self._call(lambda r: r.hgetall(self.keys.channel(channel)))
+        )
         return {fd: wire.user_of(v) for fd, v in sorted((int(k), v) for k, v in flat.items())}
 
     async def channels(self) -> list[ChannelInfo]:
@@ -225,18 +226,30 @@ class RedisBackend(Backend):
             self._mark_down(exc)
             raise BackendUnavailable("Redis is unreachable") from exc
 
-    async def _join(self, r: Redis, channel: str, fd: int, user_id: UserId | None,
-                    announce: bool, quiet: bool) -> None:
+    async def _join(
+        self, r: Redis, channel: str, fd: int, user_id: UserId | None, announce: bool, quiet: bool
+    ) -> None:
         keys = [self.keys.channel(channel), self.keys.channels, self.keys.fds(self.node_id)]
-        args = [fd, wire.member_value(self.node_id, user_id, announce), channel, self.keys.bus,
-                int(announce), int(quiet), LINGER]
+        args = [
+            fd,
+            wire.member_value(self.node_id, user_id, announce),
+            channel,
+            self.keys.bus,
+            int(announce),
+            int(quiet),
+            LINGER,
+        ]
         await self._scripts["JOIN"](keys=keys, args=args, client=r)
 
-    async def _leave(self, r: Redis, channel: str, fd: int, announce: bool | None,
-                     owner: str) -> bool:
+    async def _leave(
+        self, r: Redis, channel: str, fd: int, announce: bool | None, owner: str
+    ) -> bool:
         """Remove ``fd``; ``announce`` None announces as the member's join was."""
-        keys = [self.keys.channel(channel), self.keys.channels,
-                self.keys.fds(owner or self.node_id)]
+        keys = [
+            self.keys.channel(channel),
+            self.keys.channels,
+            self.keys.fds(owner or self.node_id),
+        ]
         flag = "auto" if announce is None else int(announce)
         args = [fd, channel, self.keys.bus, flag, owner]
         return bool(await self._scripts["LEAVE"](keys=keys, args=args, client=r))
@@ -261,12 +274,17 @@ class RedisBackend(Backend):
             self._up = False
             self._broken.set()
         if isinstance(exc, _Lapsed):
-            BACKEND.warning("this node missed its heartbeat deadline and may have been "
-                            "presumed dead; registering it again")
+            BACKEND.warning(
+                "this node missed its heartbeat deadline and may have been "
+                "presumed dead; registering it again"
+            )
         elif not self._outage_logged:
             self._outage_logged = True
-            BACKEND.error("Redis at %s is unreachable (%s); keeping local connections "
-                          "and retrying", _where(self.url), type(exc).__name__)
+            BACKEND.error(
+                "Redis at %s is unreachable (%s); keeping local connections and retrying",
+                _where(self.url),
+                type(exc).__name__,
+            )
 
     async def _subscriber(self) -> None:
         """Keep the bus subscription alive; recover this node after each outage."""
@@ -293,8 +311,9 @@ class RedisBackend(Backend):
 
     async def _listen(self, pubsub: PubSub) -> None:
         while not self._broken.is_set():
-            message = await pubsub.get_message(ignore_subscribe_messages=True,
-                                               timeout=self._listen_wait)
+            message = await pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=self._listen_wait
+            )
             if message is not None and message.get("type") == "message":
                 self._dispatch(message["data"])
 
@@ -304,7 +323,7 @@ class RedisBackend(Backend):
             return
         try:
             if raw.startswith(wire.RESYNC):
-                if raw[len(wire.RESYNC):] == self.node_id:
+                if raw[len(wire.RESYNC) :] == self.node_id:
                     self._spawn(self._resync())
                 return
             item = wire.decode(raw)
@@ -323,8 +342,9 @@ class RedisBackend(Backend):
         old_id, self.node_id = self.node_id, secrets.token_hex(8)
         self._broken.clear()
         await self._beat(r, first=True)
-        await self._scripts["RAISE_IDS"](keys=[self.keys.ids], args=[self._max_id, LINGER],
-                                         client=r)
+        await self._scripts["RAISE_IDS"](
+            keys=[self.keys.ids], args=[self._max_id, LINGER], client=r
+        )
         restored = await self._restore(r)
         await r.delete(self.keys.heartbeat(old_id))
         await self._sweep_dead(r)
@@ -340,8 +360,9 @@ class RedisBackend(Backend):
         self._up = True
         if self._outage_logged:
             self._outage_logged = False
-            BACKEND.warning("Redis at %s is reachable again; %d members registered",
-                            _where(self.url), restored)
+            BACKEND.warning(
+                "Redis at %s is reachable again; %d members registered", _where(self.url), restored
+            )
 
     def _remember(self, change: PresenceChange) -> None:
         if change.members:
@@ -382,7 +403,7 @@ class RedisBackend(Backend):
         members = sorted(self._node.local_members().items())
         for start in range(0, len(members), _RESTORE_BATCH):
             async with r.pipeline(transaction=False) as pipe:
-                for fd, (channel, user_id) in members[start:start + _RESTORE_BATCH]:
+                for fd, (channel, user_id) in members[start : start + _RESTORE_BATCH]:
                     await self._join(pipe, channel, fd, user_id, self._announces, quiet=True)
                 await pipe.execute()
         return len(members)
@@ -408,8 +429,7 @@ class RedisBackend(Backend):
         async with r.pipeline(transaction=False) as pipe:
             # After the first beat the key must still be there: if it expired,
             # the others may have swept this node, which must then register anew.
-            pipe.set(self.keys.heartbeat(self.node_id), "1", px=self._heartbeat_ms,
-                     xx=not first)
+            pipe.set(self.keys.heartbeat(self.node_id), "1", px=self._heartbeat_ms, xx=not first)
             pipe.sadd(self.keys.nodes, self.node_id)
             pipe.expire(self.keys.nodes, LINGER)
             pipe.expire(self.keys.fds(self.node_id), LINGER)
@@ -441,8 +461,12 @@ class RedisBackend(Backend):
         """Remove every member ``node`` owns, with leave updates, then the node itself."""
         assert self._redis is not None
         r = self._redis
-        claimed = await r.set(self.keys.sweep(node), self.node_id, nx=True,
-                              px=max(1000, int(self.node_timeout * 1000)))
+        claimed = await r.set(
+            self.keys.sweep(node),
+            self.node_id,
+            nx=True,
+            px=max(1000, int(self.node_timeout * 1000)),
+        )
         if not claimed and not force:
             return
         owned = cast("dict[str, str]", await r.hgetall(self.keys.fds(node)))
@@ -466,8 +490,9 @@ class RedisBackend(Backend):
         await self._call(send)
 
 
-def _differences(channel: str, before: dict[int, UserId | None],
-                 now: dict[int, UserId | None]) -> list[PresenceChange]:
+def _differences(
+    channel: str, before: dict[int, UserId | None], now: dict[int, UserId | None]
+) -> list[PresenceChange]:
     """Leaves then joins (or user changes) that turn ``before`` into ``now``."""
     changes = []
     roster = dict(before)
@@ -491,8 +516,7 @@ def _check_url(url: str) -> None:
     try:
         parse_url(url)
     except ValueError as exc:
-        raise ConfigurationError(f"CONVEYOR_BACKEND_URL is not a usable Redis URL: {exc}") \
-            from None
+        raise ConfigurationError(f"CONVEYOR_BACKEND_URL is not a usable Redis URL: {exc}") from None
 
 
 def _digest(token: str) -> str:
