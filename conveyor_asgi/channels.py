@@ -82,10 +82,16 @@ class ChannelManager:
 
     async def _evict(self, conn: Connection) -> None:
         await self.remove(conn)
-        # A peer that reads nothing never takes the close frame either: give up
-        # on it after a while; the socket ends when its TCP connection does.
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(conn.close_socket(CLOSE_TRY_AGAIN_LATER), _CLOSE_WAIT)
+        # A peer that reads nothing never takes the close frame either, and its
+        # socket (with its connection slot and kernel buffers) would stay open
+        # until TCP gave up: after a grace period it is cut.
+        await asyncio.sleep(_CLOSE_WAIT)
+        if not conn.socket_ended:
+            CONNECTIONS.warning("aborting connection %d (%s): close not taken", conn.fd,
+                                conn.client)
+            conn.abort()
 
     def evict_stalled(self, limit: float) -> None:
         """Evict every connection whose socket has taken no data for ``limit`` seconds."""
@@ -281,6 +287,9 @@ class ChannelManager:
             with contextlib.suppress(BackendUnavailable):
                 await self.remove(conn)
             await conn.close_socket(code)
+        # Evictions still waiting to cut a socket: shutdown ends those sockets anyway.
+        for task in self._closing:
+            task.cancel()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
 

@@ -48,6 +48,7 @@ class Connection:
         "lock",
         "rate_strikes",
         "send_started",
+        "socket_ended",
         "token",
         "user_id",
     )
@@ -78,6 +79,8 @@ class Connection:
         self.has_bound_user = bound_user is not None
         self.bound_user = bound_user
         self.closed = False
+        #: Set once the server's socket has ended (its read loop returned).
+        self.socket_ended = False
         #: Serializes membership changes (join, leave, user id, close).
         self.lock = asyncio.Lock()
         self._send = send
@@ -191,6 +194,18 @@ class Connection:
         # The peer may already be gone; there is nothing left to do then.
         with contextlib.suppress(Exception):
             await self._send({"type": "websocket.close", "code": code})
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once, queued bytes and all.
+
+        ASGI has no message for this, so it reaches the server's transport
+        through the protocol object behind ``send`` (uvicorn's WebSocket
+        protocols all keep one); where there is none, it does nothing.
+        """
+        transport = getattr(getattr(self._send, "__self__", None), "transport", None)
+        abort = getattr(transport, "abort", None)
+        if callable(abort):
+            abort()
 
     def _wake(self) -> None:
         waiter = self._waiter

@@ -148,6 +148,7 @@ class WebSocketEndpoint:
             await self._read_loop(conn, receive)
         finally:
             # Whatever ended the socket, the same cleanup runs.
+            conn.socket_ended = True
             await conveyor.manager.remove(conn)
             CONNECTIONS.info("closed connection %d (%s)", fd, conn.client)
 
