@@ -32,6 +32,14 @@ def _env_int(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
+def _env_host() -> str:
+    text = os.environ.get("CONVEYOR_HOST", "127.0.0.1")
+    if not text.strip():
+        # An empty host would make uvicorn listen on every interface.
+        raise _EnvError(f"CONVEYOR_HOST={text!r} is not valid: expected an address to listen on")
+    return text.strip()
+
+
 def _env_level() -> str:
     text = os.environ.get("CONVEYOR_LOG_LEVEL", "info")
     if text.strip().lower() not in _LOG_LEVELS:
@@ -84,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--host",
-        default=os.environ.get("CONVEYOR_HOST", "127.0.0.1"),
+        default=_env_host(),
         help="address to listen on (CONVEYOR_HOST, default 127.0.0.1)",
     )
     parser.add_argument(

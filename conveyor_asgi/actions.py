@@ -43,11 +43,22 @@ def valid_channel_name(name: object) -> TypeGuard[str]:
     )
 
 
+#: Longest user id (characters of a string, digits of an integer) and listener
+#: name. Presence sends every member's user id to every member on every change,
+#: so an unbounded id would let one client multiply everyone's traffic.
+MAX_NAME_LENGTH = 200
+#: Listeners one connection may register.
+MAX_LISTENERS = 64
+_USER_ID_BOUND = 10**MAX_NAME_LENGTH  # integers of at most 200 digits
+
+
 def valid_user_id(value: object) -> bool:
-    """An integer (not a boolean) or a non-empty string."""
+    """An integer (not a boolean) of at most 200 digits or a string of 1 to 200 characters."""
     if isinstance(value, bool):
         return False
-    return isinstance(value, int) or (isinstance(value, str) and value != "")
+    if isinstance(value, int):
+        return -_USER_ID_BOUND < value < _USER_ID_BOUND
+    return isinstance(value, str) and 0 < len(value) <= MAX_NAME_LENGTH
 
 
 class ActionContext:
@@ -180,11 +191,12 @@ class ActionRouter:
         """One client frame: text (str) or binary (bytes)."""
         try:
             message = frames.loads(raw)
-        except frames.TooDeep:
-            self.manager.error(
-                conn, INVALID_FIELD, f"the frame is nested deeper than {frames.MAX_DEPTH} levels"
-            )
-            return
+        except frames.Unsupported as exc:
+            if raw.lstrip()[:1] in ("{", b"{"):
+                # An object the server cannot carry: say why rather than echo it.
+                self.manager.error(conn, INVALID_FIELD, f"the frame is refused: {exc}")
+                return
+            message = _ABSENT
         except ValueError:
             message = _ABSENT
         if not isinstance(message, dict):
@@ -309,7 +321,10 @@ async def channel_disconnect(ctx: ActionContext) -> None:
 async def assoc_user(ctx: ActionContext) -> None:
     user_id: UserId = ctx.field("userId", (int, str))
     if not valid_user_id(user_id):
-        raise InvalidField("field 'userId' must be an integer or a non-empty string")
+        raise InvalidField(
+            "field 'userId' must be an integer of at most 200 digits "
+            "or a string of 1 to 200 characters"
+        )
     conn = ctx.connection
     if conn.has_bound_user and not (
         type(conn.bound_user) is type(user_id) and conn.bound_user == user_id
@@ -320,11 +335,15 @@ async def assoc_user(ctx: ActionContext) -> None:
 
 async def add_listener(ctx: ActionContext) -> None:
     name = ctx.field("listen", str)
-    if not name:
-        raise InvalidField("field 'listen' must be a non-empty action name")
+    if not 0 < len(name) <= MAX_NAME_LENGTH:
+        raise InvalidField(
+            f"field 'listen' must be an action name of 1 to {MAX_NAME_LENGTH} characters"
+        )
     conn = ctx.connection
     if conn.listeners is None:
         conn.listeners = set()
+    if name not in conn.listeners and len(conn.listeners) >= MAX_LISTENERS:
+        raise InvalidField(f"a connection may listen to at most {MAX_LISTENERS} actions")
     conn.listeners.add(name)
 
 

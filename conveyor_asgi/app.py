@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar, overload
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
@@ -66,6 +67,7 @@ class Conveyor:
                 Route("/health", endpoints.health, methods=["GET"]),
             ],
             lifespan=self.lifespan,
+            exception_handlers={HTTPException: endpoints.http_error},
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -284,7 +286,7 @@ def _app_from_environment() -> Conveyor:
     ignored = [name for name in _UVICORN_OWNED if name in os.environ]
     if ignored and os.environ.get(CLI_MARKER) != "1":
         SERVER.warning(
-            "%s only apply through `python -m conveyor_asgi`; under plain uvicorn "
+            "%s take effect only through `python -m conveyor_asgi`; under plain uvicorn "
             "use --ws-ping-interval and --ws-ping-timeout",
             " and ".join(ignored),
         )

@@ -89,8 +89,9 @@ class ChannelManager:
         # until TCP gave up: after a grace period it is cut.
         await asyncio.sleep(_CLOSE_WAIT)
         if not conn.socket_ended:
-            CONNECTIONS.warning("aborting connection %d (%s): close not taken", conn.fd,
-                                conn.client)
+            CONNECTIONS.warning(
+                "aborting connection %d (%s): close not taken", conn.fd, conn.client
+            )
             conn.abort()
 
     def evict_stalled(self, limit: float) -> None:

@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -278,6 +279,12 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Routing errors (404, 405) as JSON ``{"error": ...}``, like every other HTTP error."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
 def _authorized(conveyor: Conveyor, request: Request) -> bool:
     settings = conveyor.settings
     if settings.open:
@@ -299,7 +306,7 @@ async def _json_body(conveyor: Conveyor, request: Request, empty_ok: bool) -> di
         return {}
     try:
         value = frames.loads(bytes(body))
-    except frames.TooDeep as exc:
+    except frames.Unsupported as exc:
         raise _BadRequest(str(exc)) from None
     except ValueError:
         raise _BadRequest("the body is not JSON") from None
@@ -363,7 +370,9 @@ async def mint_token(conveyor: Conveyor, request: Request) -> Response:
         raise _BadRequest("'channel' must be 1 to 200 characters with no control characters")
     user_id = body.get("userId")
     if user_id is not None and not valid_user_id(user_id):
-        raise _BadRequest("'userId' must be an integer or a non-empty string")
+        raise _BadRequest(
+            "'userId' must be an integer of at most 200 digits or a string of 1 to 200 characters"
+        )
     ttl = _ttl(body, settings.token_ttl, settings.token_max_ttl)
     token = new_token()
     await conveyor.manager.backend.store_token(token, TokenGrant(channel, user_id), ttl)

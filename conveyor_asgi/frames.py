@@ -29,14 +29,18 @@ class _NotJSON(ValueError):
     pass
 
 
-class TooDeep(ValueError):
+class Unsupported(ValueError):
+    """Valid JSON the server cannot carry: numbers out of range, too deep."""
+
+
+class TooDeep(Unsupported):
     """JSON nested deeper than :data:`MAX_DEPTH` levels."""
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _NotJSON("non-finite number")
+        raise Unsupported(f"the number {text[:20]}... is out of range for a double")
     return value
 
 
@@ -79,18 +83,23 @@ def _decode(raw: bytes) -> Any:
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
-            # orjson refuses escaped lone surrogates, which JSON text allows and
-            # JavaScript's JSON.stringify writes (a string cut inside an emoji).
-            if b"\\u" not in raw:
-                raise
+            # Not JSON, or JSON orjson does not take: escaped lone surrogates
+            # (JavaScript's JSON.stringify writes them for a string cut inside
+            # an emoji) or numbers out of range. The standard library tells.
+            pass
     try:
         # Decoded here: json.loads would also take UTF-16 and UTF-32 bytes.
         text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(str(exc)) from None
+    try:
         return json.loads(text, parse_float=_finite_float, parse_constant=_no_constants)
     except RecursionError:
         raise TooDeep(f"JSON nested deeper than {MAX_DEPTH} levels") from None
-    except UnicodeDecodeError as exc:
-        raise ValueError(str(exc)) from None
+    except (json.JSONDecodeError, _NotJSON, Unsupported):
+        raise
+    except ValueError as exc:  # an integer past the interpreter's digit limit
+        raise Unsupported(str(exc)) from None
 
 
 def dumps(value: Any) -> str:

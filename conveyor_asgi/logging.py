@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from urllib.parse import unquote_plus
 
 #: Every logger the package uses; nothing logs under another name.
 SERVER = logging.getLogger("conveyor_asgi.server")
@@ -15,6 +16,10 @@ BACKEND = logging.getLogger("conveyor_asgi.backend")
 # Query parameters and headers that carry secrets.
 _SECRET_PARAM = re.compile(r"(?i)\b((?:token|auth)=)[^&\s\"']*")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s\"']+")
+# Any query parameter: its key is compared once percent-decoded, as the server
+# itself decodes it (``%74oken=`` is ``token=``).
+_ANY_PARAM = re.compile(r"""(?<![^\s?&;'"(])([^\s=&?;'"]+)=([^&\s"'#]*)""")
+_SECRET_NAMES = frozenset({"token", "auth"})
 # The same keys inside JSON text or a repr, as in debug logs of frames and scopes.
 _SECRET_KEY = re.compile(r"""(?i)(["'](?:token|auth)["']\s*:\s*b?["'])[^"']*""")
 
@@ -34,9 +39,18 @@ _REDACTED_LOGGERS = (
 )
 
 
+def _mask_param(match: re.Match[str]) -> str:
+    key = match.group(1)
+    if unquote_plus(key).strip().lower() in _SECRET_NAMES:
+        return f"{key}=[redacted]"
+    return match.group(0)
+
+
 def redact(text: str) -> str:
-    """``text`` with the values of ``token=``/``auth=`` and bearer tokens masked."""
+    """``text`` with ``token=``/``auth=`` values (however encoded) and bearer tokens masked."""
     text = _SECRET_PARAM.sub(r"\1[redacted]", text)
+    if "%" in text or "+" in text:
+        text = _ANY_PARAM.sub(_mask_param, text)
     text = _SECRET_KEY.sub(r"\1[redacted]", text)
     return _BEARER.sub(r"\1[redacted]", text)
 
@@ -79,6 +93,26 @@ def _redact_arg(value: object) -> object:
 
 _FILTER = RedactingFilter()
 
+# What uvicorn logs at ERROR, with a traceback, when a client sends a text frame
+# that is not UTF-8: the client's fault, already answered by closing its socket
+# with 1007; at ERROR any client could flood the log with tracebacks.
+_CLIENT_FAULTS = ("Invalid UTF-8 sequence received from client",)
+
+
+class _ClientFaultFilter(logging.Filter):
+    """Logs the server's reports of client protocol errors at INFO, without traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg
+        if record.levelno >= logging.ERROR and str(message).startswith(_CLIENT_FAULTS):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_CLIENT_FAULT_FILTER = _ClientFaultFilter()
+
 
 def install_redaction() -> None:
     """Attach the redacting filter to our loggers and uvicorn's (idempotent).
@@ -86,6 +120,9 @@ def install_redaction() -> None:
     The handlers already configured on them (and on the root logger) get it
     too: a logger's own filter does not see records its children propagate.
     """
+    server_errors = logging.getLogger("uvicorn.error")
+    if _CLIENT_FAULT_FILTER not in server_errors.filters:
+        server_errors.addFilter(_CLIENT_FAULT_FILTER)
     loggers = [logging.getLogger(name) for name in _REDACTED_LOGGERS]
     for logger in loggers:
         if _FILTER not in logger.filters:

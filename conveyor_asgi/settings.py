@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 
@@ -20,7 +21,7 @@ def _parse_bool(text: str) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise ValueError("expected one of true/false/1/0/yes/no")
+    raise ValueError("expected one of true/false/1/0/yes/no/on/off")
 
 
 def _parse_int(text: str) -> int:
@@ -40,6 +41,24 @@ def _parse_token(text: str) -> str | None:
 
 def _parse_origins(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _valid_origin(origin: object) -> bool:
+    """``*``, or ``scheme://host[:port]`` with nothing after it (a trailing slash is allowed)."""
+    if origin == "*":
+        return True
+    if not isinstance(origin, str):
+        return False
+    try:
+        parts = urlsplit(origin)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    return (
+        bool(parts.scheme and parts.hostname)
+        and parts.path in ("", "/")
+        and not (parts.query or parts.fragment or parts.username or parts.password)
+    )
 
 
 def _parse_str(text: str) -> str:
@@ -207,9 +226,10 @@ def _validate(s: Settings) -> None:
         number(name, getattr(s, name), integer=False)
 
     _require(
-        s.server_token is None or (isinstance(s.server_token, str) and s.server_token != ""),
+        s.server_token is None
+        or (isinstance(s.server_token, str) and s.server_token.strip() == s.server_token != ""),
         "server_token",
-        "a non-empty string or None",
+        "a non-empty string without surrounding white space, or unset",
         "<hidden>",
     )
     _require(
@@ -238,9 +258,11 @@ def _validate(s: Settings) -> None:
     _require(s.ping_timeout > 0, "ping_timeout", "> 0", s.ping_timeout)
     _require(s.send_timeout >= 0, "send_timeout", ">= 0 (0 turns it off)", s.send_timeout)
     _require(
-        isinstance(s.allowed_origins, tuple) and len(s.allowed_origins) > 0,
+        isinstance(s.allowed_origins, tuple)
+        and len(s.allowed_origins) > 0
+        and all(_valid_origin(origin) for origin in s.allowed_origins),
         "allowed_origins",
-        "a non-empty list of origins or '*'",
+        "'*' or comma-separated origins of the form scheme://host[:port]",
         s.allowed_origins,
     )
     _require(
