@@ -49,7 +49,7 @@ def valid_channel_name(name: object) -> TypeGuard[str]:
 MAX_NAME_LENGTH = 200
 #: Listeners one connection may register.
 MAX_LISTENERS = 64
-_USER_ID_BOUND = 10**MAX_NAME_LENGTH  # integers of at most 200 digits
+_USER_ID_BOUND: int = 10**MAX_NAME_LENGTH  # integers of at most 200 digits
 
 
 def valid_user_id(value: object) -> bool:

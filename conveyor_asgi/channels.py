@@ -61,9 +61,6 @@ class ChannelManager:
         self.connections[conn.fd] = conn
         self._lobby[conn.fd] = conn
 
-    def send(self, conn: Connection, text: str, msg_id: str | None) -> None:
-        conn.push(text, msg_id)
-
     def evict(self, conn: Connection, reason: str = "send queue full") -> None:
         """Close a connection that does not keep up; everyone else carries on."""
         if conn.closed:

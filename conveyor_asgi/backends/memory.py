@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import time
+from collections.abc import Iterable
+from typing import Literal
 
 from ..types import ChannelInfo, Delivery, PresenceChange, TokenGrant, UserId
 from .base import Backend, Node
@@ -17,6 +20,7 @@ class MemoryBackend(Backend):
         self._ids = itertools.count(1)
         self._channels: dict[str, dict[int, UserId | None]] = {}
         self._tokens: dict[str, tuple[TokenGrant, float]] = {}
+        self._expiries: list[tuple[float, str]] = []
 
     async def start(self, node: Node) -> None:
         self._node = node
@@ -25,6 +29,7 @@ class MemoryBackend(Backend):
         self._node = None
         self._channels.clear()
         self._tokens.clear()
+        self._expiries.clear()
 
     async def healthy(self) -> bool:
         return True
@@ -52,12 +57,16 @@ class MemoryBackend(Backend):
             self._announce("leave", channel, fd, members)
 
     def _announce(
-        self, kind: str, channel: str, fd: int, members: dict[int, UserId | None]
+        self,
+        kind: Literal["join", "leave"],
+        channel: str,
+        fd: int,
+        members: dict[int, UserId | None],
     ) -> None:
         if self._node is None:
             return
         roster = tuple(sorted(members.items()))
-        self._node.presence(PresenceChange(kind, channel, fd, roster))  # type: ignore[arg-type]
+        self._node.presence(PresenceChange(kind, channel, fd, roster))
 
     async def members(self, channel: str) -> dict[int, UserId | None]:
         return dict(sorted(self._channels.get(channel, {}).items()))
@@ -70,7 +79,9 @@ class MemoryBackend(Backend):
 
     async def store_token(self, token: str, grant: TokenGrant, ttl: float) -> None:
         self._purge_expired()
-        self._tokens[token] = (grant, time.monotonic() + ttl)
+        expires = time.monotonic() + ttl
+        self._tokens[token] = (grant, expires)
+        heapq.heappush(self._expiries, (expires, token))
 
     async def take_token(self, token: str, channel: str | None = None) -> TokenGrant | None:
         entry = self._tokens.get(token)
@@ -86,14 +97,19 @@ class MemoryBackend(Backend):
         return grant
 
     def _purge_expired(self) -> None:
+        # Soonest expiry first: each store pops only what has expired since.
         now = time.monotonic()
-        for token in [t for t, (_, exp) in self._tokens.items() if exp <= now]:
-            del self._tokens[token]
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= now:
+            _, token = heapq.heappop(expiries)
+            entry = self._tokens.get(token)
+            if entry is not None and entry[1] <= now:
+                del self._tokens[token]
 
 
 _ABSENT = object()
 
 
-def _count_users(user_ids: object) -> int:
+def _count_users(user_ids: Iterable[UserId | None]) -> int:
     """Distinct user ids by value and type: 7 and "7" are two users."""
-    return len({(type(u).__name__, u) for u in user_ids if u is not None})  # type: ignore[attr-defined]
+    return len({(type(u).__name__, u) for u in user_ids if u is not None})
