@@ -286,8 +286,8 @@ def _app_from_environment() -> Conveyor:
     ignored = [name for name in _UVICORN_OWNED if name in os.environ]
     if ignored and os.environ.get(CLI_MARKER) != "1":
         SERVER.warning(
-            "%s take effect only through `python -m conveyor_asgi`; under plain uvicorn "
-            "use --ws-ping-interval and --ws-ping-timeout",
+            "%s: keepalive settings have no effect outside `python -m conveyor_asgi`; "
+            "under plain uvicorn use --ws-ping-interval and --ws-ping-timeout",
             " and ".join(ignored),
         )
     return conveyor

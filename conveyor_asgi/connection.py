@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -204,8 +206,16 @@ class Connection:
         """
         transport = getattr(getattr(self._send, "__self__", None), "transport", None)
         abort = getattr(transport, "abort", None)
-        if callable(abort):
-            abort()
+        if not callable(abort):
+            return
+        # Linger off: the kernel resets the connection and frees the bytes still
+        # queued for the peer, instead of holding them while it waits on a peer
+        # that reads nothing.
+        sock: Any = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        abort()
 
     def _wake(self) -> None:
         waiter = self._waiter

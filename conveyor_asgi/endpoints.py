@@ -240,9 +240,16 @@ def flood_threshold(burst: int) -> int:
     return max(10 * burst, 100)
 
 
+_DEFAULT_PORTS = {"http": ":80", "https": ":443", "ws": ":80", "wss": ":443"}
+
+
 def _normal_origin(origin: str) -> str:
-    # Scheme and host are case-insensitive; a trailing slash is not part of an origin.
-    return origin.strip().rstrip("/").lower()
+    # Scheme and host are case-insensitive, a trailing slash is not part of an
+    # origin, and browsers leave the scheme's default port out.
+    text = origin.strip().rstrip("/").lower()
+    scheme = text.partition("://")[0]
+    port = _DEFAULT_PORTS.get(scheme)
+    return text[: -len(port)] if port and text.endswith(port) else text
 
 
 def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:

@@ -16,10 +16,12 @@ BACKEND = logging.getLogger("conveyor_asgi.backend")
 # Query parameters and headers that carry secrets.
 _SECRET_PARAM = re.compile(r"(?i)\b((?:token|auth)=)[^&\s\"']*")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s\"']+")
-# Any query parameter: its key is compared once percent-decoded, as the server
-# itself decodes it (``%74oken=`` is ``token=``).
-_ANY_PARAM = re.compile(r"""(?<![^\s?&;'"(])([^\s=&?;'"]+)=([^&\s"'#]*)""")
-_SECRET_NAMES = frozenset({"token", "auth"})
+# Any query parameter whose key, once percent-decoded (twice, for doubly
+# encoded text), names a token or auth value: the server decodes keys too, and
+# a client that encodes its query wrongly (``token%3D...``, ``access_token=``)
+# must not see its secret logged either.
+_ANY_PARAM = re.compile(r"""(?<![^\s?&;'"(])([^\s&?;'"#()]+)""")
+_SECRET_KEY_NAME = re.compile(r"(?i)token|auth")
 # The same keys inside JSON text or a repr, as in debug logs of frames and scopes.
 _SECRET_KEY = re.compile(r"""(?i)(["'](?:token|auth)["']\s*:\s*b?["'])[^"']*""")
 
@@ -40,16 +42,21 @@ _REDACTED_LOGGERS = (
 
 
 def _mask_param(match: re.Match[str]) -> str:
-    key = match.group(1)
-    if unquote_plus(key).strip().lower() in _SECRET_NAMES:
+    segment = match.group(1)
+    key, eq, _ = segment.partition("=")
+    decoded = unquote_plus(unquote_plus(segment))
+    name, has_value, _ = decoded.partition("=")
+    if not has_value or not _SECRET_KEY_NAME.search(name):
+        return segment  # plain words ("no token") and other parameters stay
+    if eq:
         return f"{key}=[redacted]"
-    return match.group(0)
+    return "[redacted]"
 
 
 def redact(text: str) -> str:
     """``text`` with ``token=``/``auth=`` values (however encoded) and bearer tokens masked."""
     text = _SECRET_PARAM.sub(r"\1[redacted]", text)
-    if "%" in text or "+" in text:
+    if _SECRET_KEY_NAME.search(unquote_plus(unquote_plus(text))):
         text = _ANY_PARAM.sub(_mask_param, text)
     text = _SECRET_KEY.sub(r"\1[redacted]", text)
     return _BEARER.sub(r"\1[redacted]", text)

@@ -35,8 +35,11 @@ def _parse_float(text: str) -> float:
     return value
 
 
-def _parse_token(text: str) -> str | None:
-    return text if text else None
+def _parse_token(text: str) -> str:
+    if not text:
+        # A blank line in an env file must not turn every check off.
+        raise ValueError("it is empty; unset the variable to run without a token")
+    return text
 
 
 def _parse_origins(text: str) -> tuple[str, ...]:

@@ -77,6 +77,19 @@ async def test_a_percent_encoded_token_key_never_reaches_the_log(server: ServerP
     assert TOKEN not in server.output()
 
 
+async def test_token_like_query_keys_never_reach_the_log(server: ServerProcess) -> None:
+    # Refused keys, but a client that encodes its query wrongly still sends its secret.
+    for query in (
+        f"token%3D{TOKEN}",
+        f"%2574oken={TOKEN}",
+        f"token[]={TOKEN}",
+        f"access_token={TOKEN}",
+    ):
+        status, _ = await ahttp("GET", f"{server.http}/conveyor/channels?{query}")
+        assert status == 401
+    assert TOKEN not in server.output()
+
+
 async def test_routing_errors_are_json(server: ServerProcess) -> None:
     assert await ahttp("GET", f"{server.http}/no/such/path") == (404, {"error": "Not Found"})
     status, body = await ahttp("GET", f"{server.http}/conveyor/message?token={TOKEN}")
@@ -126,6 +139,8 @@ def test_blank_or_padded_server_tokens_and_malformed_origins_stop_start_up() -> 
     for origins in ("foo", "https://app.example/path", "http://app.example:port"):
         with pytest.raises(ConfigurationError, match="CONVEYOR_ALLOWED_ORIGINS"):
             Settings.from_env({"CONVEYOR_ALLOWED_ORIGINS": origins})
+    with pytest.raises(ConfigurationError, match="CONVEYOR_SERVER_TOKEN"):
+        Settings.from_env({"CONVEYOR_SERVER_TOKEN": ""})  # a blank line must not open the server
     good = Settings.from_env({"CONVEYOR_ALLOWED_ORIGINS": "https://a.example, http://b:8080/"})
     assert good.allowed_origins == ("https://a.example", "http://b:8080/")
 
@@ -134,3 +149,13 @@ def test_an_empty_listen_address_is_refused(monkeypatch: pytest.MonkeyPatch) -> 
     # uvicorn would take "" for every interface.
     monkeypatch.setenv("CONVEYOR_HOST", "")
     assert cli.main(["--port", "1"]) == 2
+
+
+def test_origins_match_without_the_default_port() -> None:
+    from conveyor_asgi.endpoints import origin_allowed
+
+    assert origin_allowed("https://app.example", ("https://app.example:443",))
+    assert origin_allowed("https://app.example:443", ("https://app.example",))
+    assert origin_allowed("http://app.example", ("http://APP.example:80/",))
+    assert not origin_allowed("https://app.example:8443", ("https://app.example",))
+    assert not origin_allowed("http://app.example", ("https://app.example",))
